@@ -1,0 +1,126 @@
+"""One Lumina instance: settings, plugins, storage, queue, intake and worker, and its ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lumina_core import api
+from lumina_core.components import build_components
+from lumina_core.config import Settings
+from lumina_core.extraction import ExtractStage
+from lumina_core.intake.export import Intake
+from lumina_core.intake.grpc import create_grpc_server
+from lumina_core.intake.http import otlp_http_endpoint
+from lumina_core.plugins import PluginHost
+from lumina_core.storage import queries
+from lumina_core.storage.database import create_engine, migrate
+from lumina_core.storage.writer import SpanWriter
+from lumina_core.worker import Worker
+
+log = logging.getLogger("lumina")
+OTLP_PATH = "/v1/traces"
+
+
+class Lumina:
+    """Everything one process runs. Build it, then serve :meth:`asgi_app` (its lifespan starts it)."""
+
+    def __init__(self, settings: Settings, plugins: PluginHost | None = None) -> None:
+        self.settings = settings
+        self.plugins = plugins or PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points)
+        components = build_components(settings, self.plugins)
+        self.queue = components.queue
+        self.engine = create_engine(settings.database_url, sqlite_synchronous=settings.storage.sqlite_synchronous)
+        self.intake = Intake(self.queue)
+        self.worker = Worker(
+            self.queue, ExtractStage(components.extractors), SpanWriter(self.engine), settings.pipeline.batch_max_spans
+        )
+        self.grpc_server: grpc.aio.Server | None = None
+        self.grpc_port: int | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await migrate(self.engine)
+        await self.queue.start()
+        self._worker_task = asyncio.create_task(self.worker.run(), name="lumina-worker")
+        server = self.settings.server
+        if server.otlp_grpc_port is not None:
+            self.grpc_server, self.grpc_port = create_grpc_server(
+                self.intake, server.host, server.otlp_grpc_port, server.max_decompressed_bytes
+            )
+            await self.grpc_server.start()
+        log.info("Lumina started: database %s, OTLP/gRPC port %s", self.engine.url.render_as_string(), self.grpc_port)
+
+    async def stop(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=5)
+        await self.queue.stop()
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        try:
+            await queries.ping(self.engine)
+            checks["database"] = {"ok": True}
+        except Exception as exc:
+            checks["database"] = {"ok": False, "error": str(exc)}
+        worker_alive = self._worker_task is not None and not self._worker_task.done()
+        checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
+        checks["queue"] = {"ok": True, "depth_spans": self.queue.depth()}
+        return checks
+
+    def asgi_app(self, otlp_http_port: int | None = None) -> ASGIApp:
+        """The ASGI app for the main port; ``otlp_http_port`` is the bound OTLP/HTTP port, if any."""
+        from lumina_web import routes as web_routes
+
+        server = self.settings.server
+        otlp = otlp_http_endpoint(self.intake, server.max_request_bytes, server.max_decompressed_bytes)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = Starlette(
+            routes=[Route(OTLP_PATH, otlp, methods=["POST"]), *api.routes(self), *web_routes(self)],
+            lifespan=lifespan,
+            exception_handlers={api.ApiError: api.handle_api_error, HTTPException: api.handle_http_exception},
+        )
+        return OtlpPortOnly(app, otlp_http_port)
+
+
+class OtlpPortOnly:
+    """On the dedicated OTLP/HTTP port only ``/v1/traces`` is served; the main port serves everything."""
+
+    def __init__(self, app: ASGIApp, otlp_port: int | None) -> None:
+        self.app = app
+        self.otlp_port = otlp_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.otlp_port
+            and scope.get("server")
+            and scope["server"][1] == self.otlp_port
+            and scope["path"] != OTLP_PATH
+        ):
+            response = api.error_response(404, "not_found", f"this port serves only {OTLP_PATH}")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

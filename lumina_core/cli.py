@@ -1,0 +1,107 @@
+"""The ``lumina`` command: a thin face over the same functions the server uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from lumina_core.components import build_components
+from lumina_core.config import Settings, default_config_path, load_settings, redacted
+from lumina_core.plugin_api import ConfigError
+from lumina_core.plugins import PluginHost
+
+
+def _settings(config: Path | None, overrides: dict | None = None) -> Settings:
+    try:
+        return load_settings(config or default_config_path(), overrides=overrides)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
+
+
+def _print_config_errors(exc: ConfigError) -> None:
+    click.echo(f"configuration has {len(exc.errors)} error(s):", err=True)
+    for path, message in exc.errors:
+        click.echo(f"  {path}: {message}", err=True)
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    type=click.Path(path_type=Path),
+    help="lumina.toml to use (default: $LUMINA_CONFIG or ./lumina.toml)",
+)
+
+
+@click.group()
+@click.version_option(package_name="lumina")
+def main() -> None:
+    """Lumina: self-hosted observability for LLM applications."""
+
+
+@main.command()
+@config_option
+@click.option("--host", help="address to bind (default 127.0.0.1)")
+@click.option("--port", type=int, help="dashboard, API and OTLP/HTTP port (default 8000)")
+@click.option("--log-level", default="info", show_default=True)
+def serve(config: Path | None, host: str | None, port: int | None, log_level: str) -> None:
+    """Run Lumina: OTLP intake (gRPC 4317, HTTP 4318), worker, API and dashboard in one process."""
+    from lumina_core.app import Lumina
+    from lumina_core.server import LuminaServer
+
+    overrides = {k: v for k, v in {"server.host": host, "server.port": port}.items() if v is not None}
+    settings = _settings(config, overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        lumina = Lumina(settings)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
+    server = LuminaServer(lumina, log_level=log_level)
+    ep = server.endpoints
+    click.echo(f"Lumina dashboard and API on {ep.http_url}; OTLP/HTTP on {ep.otlp_http_url}")
+    server.run()
+
+
+@main.group()
+def config() -> None:
+    """Check or show the configuration."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(path_type=Path), required=False)
+def config_check(file: Path | None) -> None:
+    """Validate FILE (default: the active config) and print every error at once."""
+    try:
+        settings = load_settings(file or default_config_path())
+        build_components(settings, PluginHost(block=settings.plugins.block), create=False)
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(1)
+    click.echo(f"{file or default_config_path() or 'embedded defaults'}: OK")
+
+
+@config.command("show")
+@config_option
+def config_show(config: Path | None) -> None:
+    """Print the effective configuration as JSON, secrets redacted."""
+    click.echo(json.dumps(redacted(_settings(config)), indent=2))
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(config: Path | None, as_json: bool) -> None:
+    """List loaded plugins, their versions and the component types they register."""
+    settings = _settings(config)
+    infos = PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points).describe()
+    if as_json:
+        click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
+        return
+    for info in infos:
+        types = ", ".join(f"{kind}: {', '.join(names)}" for kind, names in info.types.items()) or "-"
+        click.echo(f"{info.name}  ({info.distribution or '?'} {info.version or ''})  {types}")

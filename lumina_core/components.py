@@ -1,0 +1,75 @@
+"""Builds the components that ``lumina.toml`` names from the factories plugins registered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from lumina_core.config import Settings
+from lumina_core.plugin_api import ComponentContext, ComponentKind, ConfigError, Extractor, QueueBackend
+from lumina_core.plugins import PluginHost
+
+
+@dataclass
+class Components:
+    extractors: list[Extractor]
+    queue: QueueBackend
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    type_name, _, name = ref.partition("/")
+    return type_name, name or "default"
+
+
+def _build(
+    host: PluginHost,
+    kind: ComponentKind,
+    ref: str,
+    raw_config: dict[str, Any],
+    key_path: str,
+    settings: Settings,
+    errors: list[tuple[str, str]],
+    create: bool,
+) -> Any:
+    type_name, name = _split_ref(ref)
+    try:
+        factory = host.factory(kind, type_name)
+    except ConfigError as exc:
+        errors.extend((key_path, message) for _, message in exc.errors)
+        return None
+    try:
+        config = factory.config_model.model_validate(raw_config)
+    except ValidationError as exc:
+        errors.extend((".".join([key_path, *map(str, err["loc"])]), err["msg"]) for err in exc.errors())
+        return None
+    if not create:
+        return None
+    return factory.create(ComponentContext(name=name, data_dir=settings.data_dir), config)
+
+
+def build_components(settings: Settings, host: PluginHost, *, create: bool = True) -> Components:
+    """Validate every configured component's config and, with ``create``, build it.
+
+    Raises one :class:`ConfigError` listing all problems; ``create=False`` is ``lumina config check``.
+    """
+    errors: list[tuple[str, str]] = []
+    extractors = []
+    for ref in settings.pipeline.extractors:
+        extractors.append(
+            _build(
+                host, "extractor", ref, settings.extractors.get(ref, {}), f"extractors.{ref}", settings, errors, create
+            )
+        )
+    unused = set(settings.extractors) - set(settings.pipeline.extractors)
+    errors.extend((f"extractors.{ref}", "configured but not listed in pipeline.extractors") for ref in sorted(unused))
+    queue = _build(
+        host, "queue_backend", settings.queue.type, settings.queue.backend_config(), "queue", settings, errors, create
+    )
+    if errors:
+        raise ConfigError(errors)
+    for extractor in extractors:
+        if create and not isinstance(extractor, Extractor):
+            raise ConfigError([("pipeline.extractors", f"{extractor!r} has no extract(span) method")])
+    return Components(extractors=extractors, queue=queue)

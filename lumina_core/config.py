@@ -1,0 +1,200 @@
+"""Settings: ``lumina.toml``, then ``LUMINA_*`` environment overrides, then ``${env:…}``/``${file:…}``.
+
+Every problem in a file is collected and reported at once, each with its key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lumina_core.plugin_api import ConfigError
+
+ENV_PREFIX = "LUMINA_"
+ENV_ALIASES = {"LUMINA_DATABASE_URL": ("storage", "url")}
+ENV_NOT_SETTINGS = {"LUMINA_CONFIG"}
+_INDIRECTION = re.compile(r"\$\{(env|file):([^}]+)\}")
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|credentials?)$", re.IGNORECASE)
+REDACTED = "***"
+
+DEFAULT_EXTRACTORS = [
+    "lumina",
+    "otel_genai",
+    "openinference",
+    "openllmetry",
+    "openlit",
+    "otel_genai_deprecated",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535, description="dashboard, API and OTLP/HTTP")
+    otlp_http_port: int | None = Field(4318, ge=0, le=65535, description="OTLP/HTTP only; null disables")
+    otlp_grpc_port: int | None = Field(4317, ge=0, le=65535, description="OTLP/gRPC; null disables")
+    max_request_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest request body, as sent")
+    max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body after gunzip")
+
+
+class StorageSettings(Section):
+    url: str | None = Field(None, description="SQLAlchemy async URL; default: SQLite under data_dir")
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+
+
+class QueueSettings(BaseModel):
+    """``type`` picks the backend; every other key is that backend's own config."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "memory"
+
+    def backend_config(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class PipelineSettings(Section):
+    extractors: list[str] = Field(default_factory=lambda: list(DEFAULT_EXTRACTORS))
+    batch_max_spans: int = Field(5000, gt=0, description="most spans committed in one transaction")
+
+
+class PluginSettings(Section):
+    block: list[str] = Field(default_factory=list, description="plugin names not to load")
+    entry_points: bool = Field(True, description="discover plugins from the 'lumina' entry-point group")
+
+
+class Settings(Section):
+    data_dir: str = "./lumina-data"
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    extractors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of extractor instances, keyed type or type/name"
+    )
+
+    @property
+    def database_url(self) -> str:
+        if self.storage.url:
+            return self.storage.url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir) / 'lumina.db'}"
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path | None:
+    """``$LUMINA_CONFIG``, else ``./lumina.toml`` when it exists, else none (embedded defaults)."""
+    if env.get("LUMINA_CONFIG"):
+        return Path(env["LUMINA_CONFIG"])
+    local = Path("lumina.toml")
+    return local if local.exists() else None
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read settings; raise :class:`ConfigError` listing every problem with its key path."""
+    errors: list[tuple[str, str]] = []
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError([(str(path), "file not found")]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    _apply_env_overrides(raw, env, errors)
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, dotted.split("."), value)
+    raw = _resolve_indirections(raw, env, errors, ())
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend((".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors())
+        settings = None
+    if errors:
+        raise ConfigError(errors)
+    assert settings is not None
+    return settings
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], errors: list[tuple[str, str]]) -> None:
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        if name in ENV_ALIASES:
+            keys = list(ENV_ALIASES[name])
+        else:
+            keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+            if keys[0] not in Settings.model_fields:
+                errors.append((name, f"unknown setting {'.'.join(keys)!r}"))
+                continue
+        _set_path(raw, keys, _parse_env_value(value))
+
+
+def _parse_env_value(value: str) -> Any:
+    """``9000`` → int, ``true`` → bool, ``["a","b"]`` → list; anything else stays a string."""
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _resolve_indirections(value: Any, env: Mapping[str, str], errors: list[tuple[str, str]], path: tuple) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_indirections(v, env, errors, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_indirections(v, env, errors, (*path, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        source, ref = match.group(1), match.group(2).strip()
+        if source == "env":
+            if ref not in env:
+                errors.append((".".join(map(str, path)), f"environment variable {ref} is not set"))
+                return ""
+            return env[ref]
+        try:
+            return Path(ref).read_text().strip()
+        except OSError as exc:
+            errors.append((".".join(map(str, path)), f"cannot read {ref}: {exc.strerror or exc}"))
+            return ""
+
+    return _INDIRECTION.sub(replace, value)
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as a dict for display, with secret-looking values replaced by ``***``."""
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if _SECRET_KEY.search(key) and value:
+            return REDACTED
+        if isinstance(value, str) and "://" in value and "@" in value:
+            return re.sub(r"://([^:/@]+):[^@]+@", r"://\1:***@", value)  # password inside a URL
+        return value
+
+    return walk(settings.model_dump(mode="json"))

@@ -1,0 +1,28 @@
+"""Hook specifications: the only points where plugins plug into Lumina.
+
+Registration hooks are synchronous, called once when an app is built, and return component
+factories; the pipeline then calls the built components directly, never a hook per span.
+"""
+
+from __future__ import annotations
+
+from lumina_core.plugin_api import ComponentFactory, hookspec
+
+
+@hookspec
+def lumina_register_extractors() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register extractors, which read one instrumentation convention's attributes into LLM fields.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns an object with ``extract(span) -> LLMFields | None``. An extractor runs only when
+    ``pipeline.extractors`` in ``lumina.toml`` names its type; the order there is the precedence.
+    """
+
+
+@hookspec
+def lumina_register_queue_backends() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register queue backends, which carry span batches from intake to the workers.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns a :class:`QueueBackend`. The backend used is the one ``[queue] type`` names.
+    """

@@ -1,0 +1,1 @@
+"""OTLP intake: decoding, validation and the one export function behind gRPC and HTTP."""

@@ -1,0 +1,53 @@
+"""The one export function behind both OTLP transports, and the error classes they map to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from lumina_core.intake.decode import DecodedRequest, spans_from_request
+from lumina_core.plugin_api import QueueBackend, SpanBatch
+
+OFF_LOOP_BYTES = 256 * 1024
+"""Requests larger than this are converted in a worker thread so the event loop keeps serving."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    accepted: int
+    rejected: int
+    message: str
+
+    def response(self) -> ExportTraceServiceResponse:
+        response = ExportTraceServiceResponse()
+        if self.rejected:
+            response.partial_success.rejected_spans = self.rejected
+            response.partial_success.error_message = self.message
+        return response
+
+
+class Intake:
+    """Validates export requests and puts their spans on the queue.
+
+    ``export`` returns once the accepted spans are durable; it raises ``QueueFull`` or
+    ``QueueUnavailable`` (retryable) when the queue cannot take them. Spans that fail validation
+    are reported back through ``partial_success`` while the valid ones are stored.
+    """
+
+    def __init__(self, queue: QueueBackend) -> None:
+        self.queue = queue
+
+    async def export(self, request: ExportTraceServiceRequest, project_id: str, size_hint: int = 0) -> ExportResult:
+        decoded: DecodedRequest
+        if size_hint > OFF_LOOP_BYTES:
+            decoded = await asyncio.to_thread(spans_from_request, request)
+        else:
+            decoded = spans_from_request(request)
+        if decoded.spans:
+            await self.queue.put(SpanBatch(project_id, decoded.spans))
+        return ExportResult(len(decoded.spans), decoded.rejected, "; ".join(decoded.reasons))

@@ -1,0 +1,114 @@
+"""OTLP/HTTP: ``POST /v1/traces`` with protobuf or JSON bodies, optionally gzip-compressed."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from lumina_core.intake.decode import MalformedRequest, parse_json, parse_protobuf
+from lumina_core.intake.export import OFF_LOOP_BYTES, Intake
+from lumina_core.plugin_api import QueueFull, QueueUnavailable
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+PARSERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {PROTOBUF: parse_protobuf, JSON: parse_json}
+DEFAULT_PROJECT = "default"
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+def _encode(message: Message, content_type: str) -> bytes:
+    if content_type == JSON:
+        return json_format.MessageToJson(message, indent=None).encode()
+    return message.SerializeToString()
+
+
+def _status_response(http_status: int, code: int, message: str, content_type: str, headers=None) -> Response:
+    """OTLP/HTTP errors carry a ``google.rpc.Status`` in the request's encoding."""
+    content_type = content_type if content_type in PARSERS else JSON
+    body = _encode(status_pb2.Status(code=code, message=message), content_type)
+    return Response(body, status_code=http_status, media_type=content_type, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress at most ``limit`` bytes, so a small gzip bomb cannot exhaust memory."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise MalformedRequest(f"invalid gzip body: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise RequestTooLarge
+    if not inflater.eof:
+        raise MalformedRequest("invalid gzip body: truncated")
+    return out
+
+
+def otlp_http_endpoint(intake: Intake, max_request_bytes: int, max_decompressed_bytes: int):
+    """Build the Starlette endpoint for ``POST /v1/traces``."""
+
+    async def export_traces(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in PARSERS:
+            return _status_response(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"unsupported content type {content_type!r}; use {PROTOBUF} or {JSON}",
+                JSON,
+            )
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            return _status_response(
+                415, code_pb2.INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}", content_type
+            )
+        try:
+            body = await _read_body(request, max_request_bytes)
+            if encoding == "gzip":
+                body = gunzip(body, max_decompressed_bytes)
+            parse = PARSERS[content_type]
+            if len(body) > OFF_LOOP_BYTES:
+                export_request = await asyncio.to_thread(parse, body)
+            else:
+                export_request = parse(body)
+            result = await intake.export(export_request, DEFAULT_PROJECT, len(body))
+        except RequestTooLarge:
+            limit = max_request_bytes if encoding != "gzip" else max_decompressed_bytes
+            return _status_response(413, code_pb2.INVALID_ARGUMENT, f"request body exceeds {limit} bytes", content_type)
+        except MalformedRequest as exc:
+            return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except (QueueFull, QueueUnavailable) as exc:
+            return _status_response(
+                503,
+                code_pb2.UNAVAILABLE,
+                str(exc),
+                content_type,
+                headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+            )
+        return Response(_encode(result.response(), content_type), media_type=content_type)
+
+    return export_traces

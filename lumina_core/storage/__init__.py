@@ -1,0 +1,1 @@
+"""Storage: table models, migrations, the bulk span writer and the read queries."""

@@ -1,0 +1,104 @@
+"""Table definitions: one wide ``spans`` table of normalised columns, and ``traces`` as its rollup.
+
+Times are Unix nanoseconds (BIGINT) so that both SQLite and PostgreSQL sort and bucket them cheaply.
+Token columns are *disjoint* buckets (DESIGN §6): ``input_tokens`` excludes cache reads and writes,
+``output_tokens`` excludes reasoning. NULL means the instrumentation did not report the value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JSONColumn = sa.JSON().with_variant(JSONB(), "postgresql")
+
+TOKEN_COLUMNS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=sa.Column(JSONColumn, nullable=nullable))
+
+
+class Span(SQLModel, table=True):
+    __tablename__ = "spans"
+    __table_args__ = (
+        sa.Index("ix_spans_project_start", "project_id", "start_time_unix_nano"),
+        sa.Index("ix_spans_project_service_start", "project_id", "service_name", "start_time_unix_nano"),
+        sa.Index("ix_spans_project_model_start", "project_id", "model", "start_time_unix_nano"),
+    )
+
+    project_id: str = Field(primary_key=True)
+    trace_id: str = Field(primary_key=True)
+    span_id: str = Field(primary_key=True)
+    parent_span_id: str | None = None
+    name: str
+    kind: str
+    service_name: str
+    scope_name: str | None = None
+    start_time_unix_nano: int = Field(sa_type=sa.BigInteger)
+    end_time_unix_nano: int = Field(sa_type=sa.BigInteger)
+    latency_ms: float
+    status_code: str
+    status_message: str | None = None
+    status: str = Field(description="ok, error or degraded")
+    error_type: str | None = None
+    is_llm: bool = False
+    operation: str | None = None
+    provider: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    cost_source: str | None = None
+    response_id: str | None = None
+    finish_reasons: list[str] | None = _json()
+    input_messages: list[dict[str, Any]] | None = _json()
+    output_messages: list[dict[str, Any]] | None = _json()
+    system_prompt: str | None = Field(default=None, sa_type=sa.Text)
+    invocation_parameters: dict[str, Any] | None = _json()
+    attributes: dict[str, Any] = _json(nullable=False)
+    resource_attributes: dict[str, Any] = _json(nullable=False)
+    events: list[dict[str, Any]] = _json(nullable=False)
+    links: list[dict[str, Any]] = _json(nullable=False)
+
+
+class Trace(SQLModel, table=True):
+    """Rollup of a trace's spans, recomputed from ``spans`` whenever a batch touches the trace."""
+
+    __tablename__ = "traces"
+    __table_args__ = (
+        sa.Index("ix_traces_project_start", "project_id", "start_time_unix_nano"),
+        sa.Index("ix_traces_project_service_start", "project_id", "service_name", "start_time_unix_nano"),
+        sa.Index("ix_traces_project_status_start", "project_id", "status", "start_time_unix_nano"),
+    )
+
+    project_id: str = Field(primary_key=True)
+    trace_id: str = Field(primary_key=True)
+    root_span_id: str | None = None
+    name: str
+    service_name: str
+    start_time_unix_nano: int = Field(sa_type=sa.BigInteger)
+    end_time_unix_nano: int = Field(sa_type=sa.BigInteger)
+    duration_ms: float
+    span_count: int
+    llm_span_count: int
+    error_count: int
+    status: str
+    input_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+spans_table: sa.Table = Span.__table__  # type: ignore[attr-defined]
+traces_table: sa.Table = Trace.__table__  # type: ignore[attr-defined]

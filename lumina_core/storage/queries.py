@@ -1,0 +1,158 @@
+"""Read queries shared by the REST API and the dashboard; the only place that selects from storage."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
+
+MAX_PAGE = 500
+
+
+class InvalidCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """Filters of the trace list. ``service`` and ``model`` match any span of the trace."""
+
+    service: str | None = None
+    model: str | None = None
+    status: str | None = None
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+
+def iso(unix_nano: int) -> str:
+    return datetime.fromtimestamp(unix_nano / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_cursor(start_ns: int, trace_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{start_ns}:{trace_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        start, trace_id = text.split(":", 1)
+        return int(start), trace_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor("invalid cursor") from None
+
+
+def _trace_summary(row: sa.RowMapping) -> dict[str, Any]:
+    out = dict(row)
+    out["start_time"] = iso(row["start_time_unix_nano"])
+    out["end_time"] = iso(row["end_time_unix_nano"])
+    out["total_tokens"] = _total_tokens(row)
+    return out
+
+
+def _total_tokens(row: Any) -> int | None:
+    values = [row[name] for name in TOKEN_COLUMNS if row[name] is not None]
+    return sum(values) if values else None
+
+
+async def list_traces(
+    engine: AsyncEngine, project_id: str, flt: TraceFilter, limit: int = 50, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Traces newest first, with keyset pagination: the cursor is the last (start time, trace id) seen."""
+    t, s = traces_table.c, spans_table.c
+    query = sa.select(traces_table).where(t.project_id == project_id)
+    if flt.status:
+        query = query.where(t.status == flt.status)
+    if flt.start_ns is not None:
+        query = query.where(t.start_time_unix_nano >= flt.start_ns)
+    if flt.end_ns is not None:
+        query = query.where(t.start_time_unix_nano < flt.end_ns)
+    for column, value in ((s.service_name, flt.service), (s.model, flt.model)):
+        if value:
+            query = query.where(
+                sa.exists().where(s.project_id == t.project_id, s.trace_id == t.trace_id, column == value)
+            )
+    if cursor:
+        start, trace_id = decode_cursor(cursor)
+        query = query.where(
+            sa.or_(
+                t.start_time_unix_nano < start,
+                sa.and_(t.start_time_unix_nano == start, t.trace_id < trace_id),
+            )
+        )
+    limit = max(1, min(limit, MAX_PAGE))
+    query = query.order_by(t.start_time_unix_nano.desc(), t.trace_id.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    page = [_trace_summary(r) for r in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_cursor(last["start_time_unix_nano"], last["trace_id"])
+    return page, next_cursor
+
+
+async def get_trace(engine: AsyncEngine, project_id: str, trace_id: str) -> dict[str, Any] | None:
+    """The trace rollup with its spans as a tree (``children`` nested under their parents)."""
+    t, s = traces_table.c, spans_table.c
+    async with engine.connect() as conn:
+        trace = (
+            (await conn.execute(sa.select(traces_table).where(t.project_id == project_id, t.trace_id == trace_id)))
+            .mappings()
+            .first()
+        )
+        if trace is None:
+            return None
+        spans = (
+            (
+                await conn.execute(
+                    sa.select(spans_table)
+                    .where(s.project_id == project_id, s.trace_id == trace_id)
+                    .order_by(s.start_time_unix_nano, s.span_id)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    out = _trace_summary(trace)
+    out["spans"] = span_tree([span_dict(span) for span in spans])
+    return out
+
+
+def span_dict(row: sa.RowMapping) -> dict[str, Any]:
+    out = dict(row)
+    out["start_time"] = iso(row["start_time_unix_nano"])
+    out["end_time"] = iso(row["end_time_unix_nano"])
+    out["total_tokens"] = _total_tokens(row)
+    return out
+
+
+def span_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nest spans under their parents (``children``). Order is kept; a span whose parent is missing,
+    or whose ancestry loops back on itself, becomes a root."""
+    by_id = {span["span_id"]: span for span in spans}
+    for span in spans:
+        span["children"] = []
+    roots = []
+    for span in spans:
+        parent = by_id.get(span["parent_span_id"] or "")
+        ancestor, seen = parent, {span["span_id"]}
+        while ancestor is not None and ancestor["span_id"] not in seen:
+            seen.add(ancestor["span_id"])
+            ancestor = by_id.get(ancestor["parent_span_id"] or "")
+        if parent is None or ancestor is not None:
+            roots.append(span)
+        else:
+            parent["children"].append(span)
+    return roots
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))

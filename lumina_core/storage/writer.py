@@ -1,0 +1,93 @@
+"""The hot write path: idempotent bulk upsert of span rows, then trace rollups recomputed in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
+
+ROLLUP_CHUNK = 500
+_STATUS_RANK = {"ok": 0, "degraded": 1, "error": 2}
+
+
+def _dialect_insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _upsert(table: sa.Table, dialect: str) -> Any:
+    stmt = _dialect_insert(dialect)(table)
+    keys = [c.name for c in table.primary_key.columns]
+    return stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
+    )
+
+
+def _trace_rollup(dialect: str) -> Any:
+    """``INSERT INTO traces SELECT … FROM spans GROUP BY trace`` for the traces a batch touched.
+
+    Recomputing from ``spans`` (rather than adding increments) keeps rollups right when spans of one
+    trace arrive in several batches or are delivered twice.
+    """
+    s = spans_table.c
+    is_root = s.parent_span_id.is_(None)
+    rank = sa.case(*((s.status == status, n) for status, n in _STATUS_RANK.items()), else_=0)
+    worst = sa.func.max(rank)
+    columns = {
+        "project_id": s.project_id,
+        "trace_id": s.trace_id,
+        "root_span_id": sa.func.max(sa.case((is_root, s.span_id))),
+        "name": sa.func.coalesce(sa.func.max(sa.case((is_root, s.name))), sa.func.min(s.name)),
+        "service_name": sa.func.coalesce(sa.func.max(sa.case((is_root, s.service_name))), sa.func.min(s.service_name)),
+        "start_time_unix_nano": sa.func.min(s.start_time_unix_nano),
+        "end_time_unix_nano": sa.func.max(s.end_time_unix_nano),
+        "duration_ms": sa.cast(sa.func.max(s.end_time_unix_nano) - sa.func.min(s.start_time_unix_nano), sa.Float) / 1e6,
+        "span_count": sa.func.count(),
+        "llm_span_count": sa.func.sum(sa.case((s.is_llm, 1), else_=0)),
+        "error_count": sa.func.sum(sa.case((s.status == "error", 1), else_=0)),
+        "status": sa.case((worst == 2, "error"), (worst == 1, "degraded"), else_="ok"),
+        **{name: sa.func.sum(s[name]) for name in TOKEN_COLUMNS},
+        "cost_usd": sa.func.sum(s.cost_usd),
+    }
+    select = (
+        sa.select(*(expr.label(name) for name, expr in columns.items()))
+        .where(s.project_id == sa.bindparam("project_id"))
+        .where(s.trace_id.in_(sa.bindparam("trace_ids", expanding=True)))
+        .group_by(s.project_id, s.trace_id)
+    )
+    stmt = _dialect_insert(dialect)(traces_table).from_select(list(columns), select)
+    keys = ["project_id", "trace_id"]
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: stmt.excluded[name] for name in columns if name not in keys}
+    )
+
+
+class SpanWriter:
+    """Writes span rows and their trace rollups in one transaction per call."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        dialect = engine.dialect.name
+        self._upsert_spans = _upsert(spans_table, dialect)
+        self._rollup_traces = _trace_rollup(dialect)
+
+    async def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert ``rows`` (each a full ``spans`` row) and refresh the rollup of every trace they touch."""
+        if not rows:
+            return
+        touched: dict[str, set[str]] = {}
+        for row in rows:
+            touched.setdefault(row["project_id"], set()).add(row["trace_id"])
+        async with self.engine.begin() as conn:
+            await conn.execute(self._upsert_spans, list(rows))
+            for project_id, trace_ids in touched.items():
+                ids = sorted(trace_ids)
+                for i in range(0, len(ids), ROLLUP_CHUNK):
+                    await conn.execute(
+                        self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]}
+                    )

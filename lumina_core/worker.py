@@ -1,0 +1,71 @@
+"""The worker: consume span batches, extract, store, then ack — one transaction per group of batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from lumina_core.extraction import ExtractStage
+from lumina_core.plugin_api import Delivery, QueueBackend, QueueUnavailable
+from lumina_core.storage.writer import SpanWriter
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Runs the pipeline stages over everything the queue delivers until it is stopped.
+
+    Concurrent export requests share one transaction (group commit). When that transaction fails,
+    each request's batch is retried on its own, so one bad batch cannot fail its neighbours.
+    """
+
+    def __init__(self, queue: QueueBackend, extract: ExtractStage, writer: SpanWriter, batch_max_spans: int):
+        self.queue = queue
+        self.extract = extract
+        self.writer = writer
+        self.batch_max_spans = batch_max_spans
+        self.spans_stored = 0
+
+    async def run(self) -> None:
+        async for group in self.queue.consume(self.batch_max_spans):
+            await self.process(group)
+
+    async def process(self, group: list[Delivery]) -> None:
+        try:
+            rows = await asyncio.to_thread(lambda: [self.extract.rows(d.batch) for d in group])
+        except Exception as exc:  # an extractor bug must not stall the queue
+            log.exception("extraction failed")
+            for delivery in group:
+                await delivery.nack(exc, retryable=False)
+            return
+        try:
+            await self.writer.write([row for batch_rows in rows for row in batch_rows])
+        except Exception as exc:
+            if len(group) == 1:
+                await self._fail(group[0], exc)
+                return
+            log.warning("group commit of %d batches failed (%s); retrying one by one", len(group), exc)
+            for delivery, batch_rows in zip(group, rows, strict=True):
+                try:
+                    await self.writer.write(batch_rows)
+                except Exception as single_exc:
+                    await self._fail(delivery, single_exc)
+                else:
+                    await self._done(delivery, len(batch_rows))
+            return
+        for delivery, batch_rows in zip(group, rows, strict=True):
+            await self._done(delivery, len(batch_rows))
+
+    async def _done(self, delivery: Delivery, count: int) -> None:
+        self.spans_stored += count
+        await delivery.ack()
+
+    async def _fail(self, delivery: Delivery, exc: Exception) -> None:
+        retryable = isinstance(exc, OperationalError | OSError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        log.error("storing a batch of %d spans failed: %s", len(delivery.batch.spans), exc)
+        error = QueueUnavailable(f"storage failed: {exc.__class__.__name__}") if retryable else exc
+        await delivery.nack(error, retryable=retryable)

@@ -1,0 +1,1 @@
+"""Built-in extractors, one module per instrumentation convention."""

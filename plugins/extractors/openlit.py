@@ -1,0 +1,40 @@
+"""OpenLIT variants on top of the OTel GenAI names: its own cost estimate and total-token attribute.
+
+OpenLIT writes ``gen_ai.usage.cost = 0`` for models it has no price for; a zero cost with non-zero
+tokens is therefore treated as unknown, never as free.
+"""
+
+from __future__ import annotations
+
+from lumina_plugins.extractors.values import as_float, first_int
+
+from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
+
+
+class OpenLITExtractor:
+    def extract(self, span: SpanRecord) -> LLMFields | None:
+        a = span.attributes
+        scope = span.scope_name or ""
+        if a.get("telemetry.sdk.name") != "openlit" and not scope.startswith("openlit"):
+            return None
+        cost = as_float(a.get("gen_ai.usage.cost"))
+        tokens = first_int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens") or 0
+        if cost == 0 and tokens > 0:
+            cost = None
+        return LLMFields(
+            cost_usd=cost,
+            reasoning_tokens=first_int(a, "gen_ai.usage.reasoning_tokens"),
+            total_tokens=first_int(a, "gen_ai.client.token.usage", "gen_ai.usage.total_tokens"),
+        )
+
+
+@hookimpl
+def lumina_register_extractors() -> list[ComponentFactory]:
+    return [
+        ComponentFactory(
+            type="openlit",
+            create=lambda ctx, config: OpenLITExtractor(),
+            config_model=ComponentConfig,
+            description="OpenLIT cost and token variants.",
+        )
+    ]

@@ -1,0 +1,154 @@
+"""Attribute-reading helpers shared by the built-in extractors: coercion, JSON, indexed keys, messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+_INDEXED = re.compile(r"^(\d+)\.(.+)$")
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def as_str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def first(attrs: dict[str, Any], *keys: str) -> Any:
+    """The value of the first key present (and not empty) in ``attrs``."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def first_int(attrs: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = as_int(attrs.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def json_value(value: Any) -> Any:
+    """Parse a JSON-encoded attribute; values that are not JSON text are returned as they are."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def string_list(value: Any) -> list[str] | None:
+    value = json_value(value)
+    if value is None or value == "":
+        return None
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Unflatten ``prefix.0.role``, ``prefix.0.tool_calls.1.name`` … into a list of nested dicts."""
+    items: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        match = _INDEXED.match(key[len(prefix) :])
+        if match is None:
+            continue
+        node = items.setdefault(int(match.group(1)), {})
+        _set_nested(node, match.group(2).split("."), value)
+    return [_lists(items[i]) for i in sorted(items)]
+
+
+def _set_nested(node: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+
+
+def _lists(node: Any) -> Any:
+    """Dicts keyed 0, 1, 2 … (from flattened indexes) become lists."""
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _lists(v) for k, v in node.items()}
+    if converted and all(k.isdigit() for k in converted):
+        return [converted[k] for k in sorted(converted, key=int)]
+    return converted
+
+
+def normalise_message(message: Any) -> dict[str, Any]:
+    """One chat message as ``{"role", "content", …}``; OTel ``parts`` are joined into ``content``."""
+    if not isinstance(message, dict):
+        return {"role": None, "content": as_str(message)}
+    out = dict(message)
+    parts = out.get("parts")
+    if isinstance(parts, list) and "content" not in out:
+        texts = [p.get("content") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+        out["content"] = "".join(str(t) for t in texts if t is not None) if texts else None
+        calls = [p for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
+        if calls:
+            out.setdefault("tool_calls", calls)
+    return out
+
+
+def messages(value: Any) -> list[dict[str, Any]] | None:
+    """A JSON-encoded (or already decoded) list of messages, normalised; ``None`` when absent."""
+    value = json_value(value)
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return [{"role": None, "content": str(value)}]
+    return [normalise_message(m) for m in value]
+
+
+def system_text(msgs: list[dict[str, Any]] | None) -> str | None:
+    """The content of the system (or developer) messages, joined."""
+    if not msgs:
+        return None
+    texts = [str(m["content"]) for m in msgs if m.get("role") in ("system", "developer") and m.get("content")]
+    return "\n".join(texts) or None
+
+
+def prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """``{suffix: value}`` for every key under ``prefix`` (e.g. request parameters); ``None`` if none."""
+    found = {key[len(prefix) :]: value for key, value in attrs.items() if key.startswith(prefix)}
+    return found or None
