@@ -105,3 +105,7 @@ def plugins(config: Path | None, as_json: bool) -> None:
     for info in infos:
         types = ", ".join(f"{kind}: {', '.join(names)}" for kind, names in info.types.items()) or "-"
         click.echo(f"{info.name}  ({info.distribution or '?'} {info.version or ''})  {types}")
+
+
+if __name__ == "__main__":
+    main()

@@ -49,8 +49,6 @@ class ExtractStage:
                 merged = found
             else:
                 merged.merge_missing(found)
-        if merged is None or merged.is_empty():
-            return None
         return merged
 
     def rows(self, batch: SpanBatch) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -19,6 +20,7 @@ class Worker:
 
     Concurrent export requests share one transaction (group commit). When that transaction fails,
     each request's batch is retried on its own, so one bad batch cannot fail its neighbours.
+    Extraction of the next group overlaps the commit of the previous one; commits stay in order.
     """
 
     def __init__(self, queue: QueueBackend, extract: ExtractStage, writer: SpanWriter, batch_max_spans: int):
@@ -29,17 +31,35 @@ class Worker:
         self.spans_stored = 0
 
     async def run(self) -> None:
-        async for group in self.queue.consume(self.batch_max_spans):
-            await self.process(group)
+        storing: asyncio.Task[None] | None = None
+        try:
+            async for group in self.queue.consume(self.batch_max_spans):
+                rows = await self._extract(group)
+                if storing is not None:
+                    await storing
+                    storing = None
+                if rows is not None:
+                    storing = asyncio.create_task(self._store(group, rows))
+        finally:
+            if storing is not None:
+                await storing
 
     async def process(self, group: list[Delivery]) -> None:
+        """Extract and store one group of deliveries, acking or nacking each."""
+        rows = await self._extract(group)
+        if rows is not None:
+            await self._store(group, rows)
+
+    async def _extract(self, group: list[Delivery]) -> list[list[dict[str, Any]]] | None:
         try:
-            rows = await asyncio.to_thread(lambda: [self.extract.rows(d.batch) for d in group])
+            return await asyncio.to_thread(lambda: [self.extract.rows(d.batch) for d in group])
         except Exception as exc:  # an extractor bug must not stall the queue
             log.exception("extraction failed")
             for delivery in group:
                 await delivery.nack(exc, retryable=False)
-            return
+            return None
+
+    async def _store(self, group: list[Delivery], rows: list[list[dict[str, Any]]]) -> None:
         try:
             await self.writer.write([row for batch_rows in rows for row in batch_rows])
         except Exception as exc:

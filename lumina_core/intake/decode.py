@@ -102,16 +102,13 @@ def _hex_to_base64(value: Any) -> str:
     return base64.b64encode(raw).decode()
 
 
+_SCALAR_KINDS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+
+
 def any_value(value: AnyValue) -> AttributeValue:
     kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        return value.double_value
-    if kind == "bool_value":
-        return value.bool_value
+    if kind in _SCALAR_KINDS:
+        return getattr(value, kind)  # type: ignore[no-any-return]
     if kind == "array_value":
         return [any_value(v) for v in value.array_value.values]
     if kind == "kvlist_value":

@@ -11,11 +11,21 @@ from lumina_plugins.extractors.values import as_float, as_str, first_int
 
 from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 
+KEYS = frozenset(
+    {
+        "lumina.provider",
+        "lumina.operation",
+        "lumina.model",
+        "lumina.cost_usd",
+        *(f"lumina.usage.{bucket}_tokens" for bucket in ("input", "cache_read", "cache_write", "output", "reasoning")),
+    }
+)
+
 
 class LuminaOverridesExtractor:
     def extract(self, span: SpanRecord) -> LLMFields | None:
         a = span.attributes
-        if not any(key.startswith("lumina.") for key in a):
+        if a.keys().isdisjoint(KEYS):
             return None
         fields = LLMFields(
             provider=as_str(a.get("lumina.provider")),

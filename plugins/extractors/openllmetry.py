@@ -12,19 +12,21 @@ from lumina_plugins.extractors.values import as_str, first_int
 
 from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 
-_MARKERS = (
-    "llm.request.type",
-    "llm.usage.total_tokens",
-    "gen_ai.usage.reasoning_tokens",
-    "gen_ai.usage.cache_read_input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens",
+_MARKERS = frozenset(
+    {
+        "llm.request.type",
+        "llm.usage.total_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+    }
 )
 
 
 class OpenLLMetryExtractor:
     def extract(self, span: SpanRecord) -> LLMFields | None:
         a = span.attributes
-        if not any(key in a for key in _MARKERS):
+        if a.keys().isdisjoint(_MARKERS):
             return None
         return LLMFields(
             operation=as_str(a.get("llm.request.type")),

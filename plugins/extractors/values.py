@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
-
-_INDEXED = re.compile(r"^(\d+)\.(.+)$")
 
 
 def as_int(value: Any) -> int | None:
@@ -83,15 +80,23 @@ def string_list(value: Any) -> list[str] | None:
 def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """Unflatten ``prefix.0.role``, ``prefix.0.tool_calls.1.name`` … into a list of nested dicts."""
     items: dict[int, dict[str, Any]] = {}
+    nested = False
+    start = len(prefix)
     for key, value in attrs.items():
         if not key.startswith(prefix):
             continue
-        match = _INDEXED.match(key[len(prefix) :])
-        if match is None:
+        index, _, path = key[start:].partition(".")
+        if not path or not index.isdigit():
             continue
-        node = items.setdefault(int(match.group(1)), {})
-        _set_nested(node, match.group(2).split("."), value)
-    return [_lists(items[i]) for i in sorted(items)]
+        node = items.setdefault(int(index), {})
+        if "." in path:
+            nested = True
+            _set_nested(node, path.split("."), value)
+        else:
+            node[path] = value
+    if nested:
+        return [_lists(items[i]) for i in sorted(items)]
+    return [items[i] for i in sorted(items)]
 
 
 def _set_nested(node: dict[str, Any], path: list[str], value: Any) -> None:

@@ -7,6 +7,7 @@ successful chat call and one that fails with HTTP 429, then flushes.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import openai
@@ -47,10 +48,8 @@ def main(library: str, endpoint: str, base_url: str, service: str) -> None:
         temperature=0.2,
         max_tokens=100,
     )
-    try:
+    with contextlib.suppress(openai.RateLimitError):
         client.chat.completions.create(model="error-429", messages=[{"role": "user", "content": "again"}])
-    except openai.RateLimitError:
-        pass
     provider.shutdown()
 
 
