@@ -126,3 +126,21 @@ def test_json_ids_that_are_not_hex_or_of_the_wrong_length_are_rejected(sqlite_se
     assert response.status_code == 200
     assert response.json()["partialSuccess"]["rejectedSpans"] == "3"
     assert stored_span_count(sqlite_server) == 1
+
+
+def test_grpc_malformed_message_is_invalid_argument_and_good_ones_still_land(sqlite_server: Endpoints) -> None:
+    import grpc
+
+    with grpc.insecure_channel(sqlite_server.grpc_target) as channel:
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            export(good_request()[:-7], timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "cannot decode protobuf" in err.value.details()
+        reply = export(good_request(), timeout=10)
+        assert not reply.HasField("partial_success")
+    assert stored_span_count(sqlite_server) == 3

@@ -108,7 +108,7 @@ _SCALAR_KINDS = frozenset({"string_value", "int_value", "double_value", "bool_va
 def any_value(value: AnyValue) -> AttributeValue:
     kind = value.WhichOneof("value")
     if kind in _SCALAR_KINDS:
-        return getattr(value, kind)  # type: ignore[no-any-return]
+        return getattr(value, kind)
     if kind == "array_value":
         return [any_value(v) for v in value.array_value.values]
     if kind == "kvlist_value":

@@ -1,42 +1,46 @@
-"""OTLP/gRPC: the ``TraceService/Export`` method on a ``grpc.aio`` server sharing the app's event loop."""
+"""OTLP/gRPC: ``TraceService/Export`` on a ``grpc.aio`` server that shares the app's event loop.
+
+The method takes the raw request bytes and decodes them itself, like the HTTP adapter, so that a
+malformed message is answered ``INVALID_ARGUMENT`` with a reason instead of gRPC's generic error.
+"""
 
 from __future__ import annotations
 
-import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+import asyncio
 
-from lumina_core.intake.export import Intake
+import grpc
+
+from lumina_core.intake.decode import MalformedRequest, parse_protobuf
+from lumina_core.intake.export import OFF_LOOP_BYTES, Intake
 from lumina_core.intake.http import DEFAULT_PROJECT
 from lumina_core.plugin_api import QueueFull, QueueUnavailable
 
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, intake: Intake) -> None:
-        self.intake = intake
 
-    async def Export(
-        self, request: ExportTraceServiceRequest, context: grpc.aio.ServicerContext
-    ) -> ExportTraceServiceResponse:
+def _export_handler(intake: Intake):
+    async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            result = await self.intake.export(request, DEFAULT_PROJECT, request.ByteSize())
+            request = (
+                await asyncio.to_thread(parse_protobuf, body) if len(body) > OFF_LOOP_BYTES else parse_protobuf(body)
+            )
+            result = await intake.export(request, DEFAULT_PROJECT, len(body))
+        except MalformedRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (QueueFull, QueueUnavailable) as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return result.response()
+        return result.response().SerializeToString()
+
+    return export
 
 
 def create_grpc_server(intake: Intake, host: str, port: int, max_message_bytes: int) -> tuple[grpc.aio.Server, int]:
-    """A started-later ``grpc.aio`` server bound to ``host:port``; returns it with the bound port."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+    """A ``grpc.aio`` server (not yet started) bound to ``host:port``; returns it with the bound port."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
+    handler = grpc.unary_unary_rpc_method_handler(
+        _export_handler(intake), request_deserializer=None, response_serializer=None
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(intake), server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind OTLP/gRPC to {host}:{port}")
