@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from lumina_core.components import build_components
-from lumina_core.config import Settings, default_config_path, load_settings, redacted
+from lumina_core.config import Settings, default_config_path, load_settings, read_settings, redacted
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
 
@@ -76,11 +76,14 @@ def config() -> None:
 @click.argument("file", type=click.Path(path_type=Path), required=False)
 def config_check(file: Path | None) -> None:
     """Validate FILE (default: the active config) and print every error at once."""
+    settings, errors = read_settings(file or default_config_path())
     try:
-        settings = load_settings(file or default_config_path())
-        build_components(settings, PluginHost(block=settings.plugins.block), create=False)
+        host = PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points)
+        build_components(settings, host, create=False)
     except ConfigError as exc:
-        _print_config_errors(exc)
+        errors.extend(exc.errors)
+    if errors:
+        _print_config_errors(ConfigError(errors))
         sys.exit(1)
     click.echo(f"{file or default_config_path() or 'embedded defaults'}: OK")
 

@@ -103,28 +103,45 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Read settings; raise :class:`ConfigError` listing every problem with its key path."""
+    settings, errors = read_settings(path, env, overrides)
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def read_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[Settings, list[tuple[str, str]]]:
+    """Settings and every problem found. Where a section is invalid its defaults stand in, so that
+    later checks (component configs) can still run and report their own errors in the same pass."""
     errors: list[tuple[str, str]] = []
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
-            raise ConfigError([(str(path), "file not found")]) from None
+            return Settings(), [(str(path), "file not found")]
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+            return Settings(), [(str(path), f"not valid TOML: {exc}")]
     _apply_env_overrides(raw, env, errors)
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted.split("."), value)
     raw = _resolve_indirections(raw, env, errors, ())
     try:
-        settings = Settings.model_validate(raw)
+        return Settings.model_validate(raw), errors
     except ValidationError as exc:
         errors.extend((".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors())
-        settings = None
-    if errors:
-        raise ConfigError(errors)
-    assert settings is not None
-    return settings
+    valid_sections = {}
+    for name in Settings.model_fields:
+        if name in raw:
+            try:
+                Settings.model_validate({name: raw[name]})
+            except ValidationError:
+                continue
+            valid_sections[name] = raw[name]
+    return Settings.model_validate(valid_sections), errors
 
 
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], errors: list[tuple[str, str]]) -> None:

@@ -1,0 +1,95 @@
+"""The built wheel installs ``lumina_core``, ``lumina_plugins`` and ``lumina_web`` (never top-level
+``plugins``/``web``) and serves from a fresh virtual environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("lumina-*.whl")
+    return built
+
+
+def test_wheel_maps_plugins_and_web_to_lumina_packages(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"lumina_core", "lumina_plugins", "lumina_web"}
+    assert "lumina_web/templates/traces.html" in names
+    assert "lumina_web/static/lumina.css" in names
+    assert "lumina_core/storage/migrations/versions/0001_spans_and_traces.py" in names
+    assert "lumina_core/storage/migrations/script.py.mako" in names
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_serves_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    # Dependencies come from the test environment (no network needed); Lumina itself only from the wheel.
+    fresh_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    Path(fresh_site, "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True, timeout=300)
+    located = subprocess.run(
+        [python, "-c", "import lumina_core, lumina_plugins, lumina_web; print(lumina_plugins.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
+    assert located.startswith(fresh_site)
+
+    port, otlp_port, grpc_port = free_port(), free_port(), free_port()
+    (tmp_path / "lumina.toml").write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {port}\notlp_http_port = {otlp_port}\n'
+        f"otlp_grpc_port = {grpc_port}\n"
+    )
+    env = {**os.environ, "LUMINA_CONFIG": str(tmp_path / "lumina.toml")}
+    server = subprocess.Popen([venv / "bin" / "lumina", "serve"], cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/-/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the installed lumina did not become ready")
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        plugins = httpx.get(f"http://127.0.0.1:{port}/-/plugins").json()["plugins"]
+        assert {"lumina_plugins.memory_queue", "lumina_plugins.extractors.otel_genai"} <= {p["name"] for p in plugins}
+    finally:
+        server.terminate()
+        server.wait(30)

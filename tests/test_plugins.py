@@ -1,0 +1,142 @@
+"""The plugin host: explicit built-ins, entry-point discovery, loud failures, and what operators see."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pluggy
+import pytest
+from click.testing import CliRunner
+
+from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
+from lumina_core.cli import main
+from lumina_core.components import build_components
+from lumina_core.config import load_settings
+from lumina_core.plugin_api import ConfigError
+from lumina_core.plugins import PluginHost, builtin_plugins
+
+
+def plugin_module(name: str, **hooks) -> ModuleType:
+    module = ModuleType(name)
+    for hook_name, function in hooks.items():
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def extractor_factory(type_name: str) -> ComponentFactory:
+    return ComponentFactory(
+        type=type_name, create=lambda ctx, config: object(), config_model=ComponentConfig, description="test"
+    )
+
+
+def test_builtins_are_registered_explicitly_and_described() -> None:
+    host = PluginHost(entry_points=False)
+    types = {kind: sorted(by_type) for kind, by_type in host.factories.items()}
+    assert types == {
+        "extractor": ["lumina", "openinference", "openlit", "openllmetry", "otel_genai", "otel_genai_deprecated"],
+        "queue_backend": ["memory"],
+    }
+    described = {info.name: info for info in host.describe()}
+    memory = described["lumina_plugins.memory_queue"]
+    assert memory.types == {"queue_backend": ["memory"]}
+    assert memory.hooks == ["lumina_register_queue_backends"]
+    assert memory.distribution == "lumina"
+
+
+def test_two_plugins_registering_one_type_name_fail_at_startup() -> None:
+    first = plugin_module("first", lumina_register_extractors=lambda: [extractor_factory("same")])
+    second = plugin_module("second", lumina_register_extractors=lambda: [extractor_factory("same")])
+    with pytest.raises(ConfigError, match="registered twice, by first and second"):
+        PluginHost([first, second], entry_points=False)
+
+
+def test_a_misspelled_hook_fails_loudly() -> None:
+    typo = plugin_module("typo", lumina_register_extractor=lambda: [])
+    with pytest.raises(pluggy.PluginValidationError, match="unknown hook"):
+        PluginHost([typo], entry_points=False)
+
+
+def test_unknown_component_type_lists_the_known_ones() -> None:
+    settings = load_settings(None, env={}, overrides={"queue.type": "kafka"})
+    with pytest.raises(ConfigError) as err:
+        build_components(settings, PluginHost(entry_points=False))
+    assert err.value.errors == [("queue", "unknown queue_backend type 'kafka'; known: memory")]
+
+
+def test_blocked_builtin_is_not_loaded() -> None:
+    host = PluginHost(block=["lumina_plugins.extractors.openlit"], entry_points=False)
+    assert "openlit" not in host.factories["extractor"]
+    assert len(builtin_plugins()) == len(host.describe()) + 1
+
+
+FAKE_PLUGIN = textwrap.dedent(
+    """
+    from lumina_core import ComponentConfig, ComponentFactory, LLMFields, hookimpl
+
+    class ShoutConfig(ComponentConfig):
+        provider: str = "shout"
+
+    class ShoutExtractor:
+        def __init__(self, provider):
+            self.provider = provider
+
+        def extract(self, span):
+            if "shout.model" not in span.attributes:
+                return None
+            return LLMFields(provider=self.provider, response_model=span.attributes["shout.model"].upper())
+
+    @hookimpl
+    def lumina_register_extractors():
+        return [ComponentFactory(type="shout", create=lambda ctx, config: ShoutExtractor(config.provider),
+                                 config_model=ShoutConfig, description="Upper-cases models.")]
+    """
+)
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A third-party distribution with a ``lumina`` entry point, installed on sys.path."""
+    (tmp_path / "lumina_shout.py").write_text(FAKE_PLUGIN)
+    dist_info = tmp_path / "lumina_shout-1.2.3.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: lumina-shout\nVersion: 1.2.3\n")
+    (dist_info / "entry_points.txt").write_text("[lumina]\nshout = lumina_shout\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "lumina_shout"
+    sys.modules.pop("lumina_shout", None)
+
+
+def span_with(attributes: dict) -> SpanRecord:
+    return SpanRecord(
+        "a" * 32, "b" * 16, None, "op", "client", 1, 2, "unset", None, "svc", None, attributes, {}, [], []
+    )
+
+
+def test_entry_point_plugins_are_discovered_but_inert_until_configured(installed_plugin: str) -> None:
+    host = PluginHost()
+    info = {i.name: i for i in host.describe()}["shout"]
+    assert (info.distribution, info.version, info.types) == ("lumina-shout", "1.2.3", {"extractor": ["shout"]})
+
+    default = build_components(load_settings(None, env={}), host)
+    assert not any(type(e).__name__ == "ShoutExtractor" for e in default.extractors)
+
+    settings = load_settings(
+        None, env={}, overrides={"pipeline.extractors": ["shout/loud"], "extractors": {"shout/loud": {"provider": "p"}}}
+    )
+    (extractor,) = build_components(settings, host).extractors
+    fields = extractor.extract(span_with({"shout.model": "abc"}))
+    assert fields == LLMFields(provider="p", response_model="ABC")
+
+
+def test_plugins_are_listed_by_cli_and_endpoint(sqlite_server, installed_plugin: str) -> None:
+    result = CliRunner().invoke(main, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "shout  (lumina-shout 1.2.3)  extractor: shout" in result.output
+    assert "lumina_plugins.memory_queue  (lumina" in result.output
+    listed = httpx.get(f"{sqlite_server.http_url}/-/plugins").json()["plugins"]
+    names = {p["name"]: p for p in listed}
+    assert names["lumina_plugins.memory_queue"]["types"] == {"queue_backend": ["memory"]}
