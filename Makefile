@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
+CONTRIB := $(wildcard contrib/*/pyproject.toml)
+
+# Lumina and every contrib distribution, each installed as its own distribution (editable).
+$(STAMP): pyproject.toml $(CONTRIB)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(foreach p,$(CONTRIB),-e $(dir $(p)))
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -5,6 +5,7 @@ The names re-exported here are the public plugin API (see ``lumina_core.plugin_a
 
 from lumina_core.plugin_api import (
     PLUGIN_API_VERSION,
+    TOKEN_BUCKETS,
     AttributeValue,
     ComponentConfig,
     ComponentContext,
@@ -15,6 +16,8 @@ from lumina_core.plugin_api import (
     Extractor,
     LLMFields,
     LuminaError,
+    PriceRule,
+    PricingProvider,
     QueueBackend,
     QueueFull,
     QueueUnavailable,
@@ -28,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PLUGIN_API_VERSION",
+    "TOKEN_BUCKETS",
     "AttributeValue",
     "ComponentConfig",
     "ComponentContext",
@@ -38,6 +42,8 @@ __all__ = [
     "Extractor",
     "LLMFields",
     "LuminaError",
+    "PriceRule",
+    "PricingProvider",
     "QueueBackend",
     "QueueFull",
     "QueueUnavailable",

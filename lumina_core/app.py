@@ -21,9 +21,12 @@ from lumina_core.extraction import ExtractStage
 from lumina_core.intake.export import Intake
 from lumina_core.intake.grpc import create_grpc_server
 from lumina_core.intake.http import otlp_http_endpoint
+from lumina_core.metrics import Metrics
 from lumina_core.plugins import PluginHost
+from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.storage import queries
 from lumina_core.storage.database import create_engine, migrate
+from lumina_core.storage.prices import PRICE_FIELDS, list_custom_prices
 from lumina_core.storage.writer import SpanWriter
 from lumina_core.worker import Worker
 
@@ -38,20 +41,57 @@ class Lumina:
         self.settings = settings
         self.plugins = plugins or PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points)
         components = build_components(settings, self.plugins)
+        self.metrics = Metrics()
         self.queue = components.queue
         self.engine = create_engine(settings.database_url, sqlite_synchronous=settings.storage.sqlite_synchronous)
-        self.intake = Intake(self.queue)
+        self.writer = SpanWriter(self.engine)
+        self.pricing = PricingChain(components.pricing_providers, self._config_prices())
+        self.intake = Intake(self.queue, self.metrics)
         self.worker = Worker(
-            self.queue, ExtractStage(components.extractors), SpanWriter(self.engine), settings.pipeline.batch_max_spans
+            self.queue,
+            ExtractStage(components.extractors),
+            PriceStage(self.pricing, self.metrics.unpriced),
+            self.writer,
+            settings.pipeline.batch_max_spans,
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
-        self._worker_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _config_prices(self) -> list[CustomPriceRule]:
+        return [
+            CustomPriceRule.build(
+                **price.model_dump(exclude={"effective_from"}),
+                effective_from_unix_nano=price.effective_from_unix_nano(),
+            )
+            for price in self.settings.pricing.custom
+        ]
+
+    async def reload_custom_prices(self) -> None:
+        """Custom prices from ``lumina.toml`` and from the database, into the in-memory pricing chain."""
+        stored = [
+            CustomPriceRule.build(**{k: row[k] for k in (*PRICE_FIELDS, "id", "effective_from_unix_nano")})
+            for row in await list_custom_prices(self.engine)
+        ]
+        self.pricing.set_custom([*self._config_prices(), *stored])
+
+    async def _refresh_custom_prices(self) -> None:
+        # Other processes may change custom prices in the shared database; pick them up periodically.
+        while True:
+            await asyncio.sleep(self.settings.pricing.refresh_seconds)
+            try:
+                await self.reload_custom_prices()
+            except Exception:
+                log.exception("reloading custom prices failed")
 
     async def start(self) -> None:
         await migrate(self.engine)
+        await self.reload_custom_prices()
         await self.queue.start()
-        self._worker_task = asyncio.create_task(self.worker.run(), name="lumina-worker")
+        self._tasks = [
+            asyncio.create_task(self.worker.run(), name="lumina-worker"),
+            asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
+        ]
         server = self.settings.server
         if server.otlp_grpc_port is not None:
             self.grpc_server, self.grpc_port = create_grpc_server(
@@ -64,10 +104,10 @@ class Lumina:
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
         await self.queue.stop()
-        if self._worker_task is not None:
-            self._worker_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker_task
+                await task
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
@@ -77,7 +117,7 @@ class Lumina:
             checks["database"] = {"ok": True}
         except Exception as exc:
             checks["database"] = {"ok": False, "error": str(exc)}
-        worker_alive = self._worker_task is not None and not self._worker_task.done()
+        worker_alive = bool(self._tasks) and not self._tasks[0].done()
         checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
         checks["queue"] = {"ok": True, "depth_spans": self.queue.depth()}
         return checks

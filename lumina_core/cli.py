@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -65,6 +66,43 @@ def serve(config: Path | None, host: str | None, port: int | None, log_level: st
     ep = server.endpoints
     click.echo(f"Lumina dashboard and API on {ep.http_url}; OTLP/HTTP on {ep.otlp_http_url}")
     server.run()
+
+
+@main.command()
+@config_option
+@click.option(
+    "--since", required=True, help="reprice spans that started at or after this date (YYYY-MM-DD or ISO time)"
+)
+@click.option("--model", help="only spans of this model")
+def reprice(config: Path | None, since: str, model: str | None) -> None:
+    """Recompute stored costs with the current prices; trace rollups follow."""
+    import asyncio
+
+    from lumina_core.app import Lumina
+    from lumina_core.config import to_unix_nano
+    from lumina_core.pricing import PriceStage
+    from lumina_core.reprice import count_spans_to_reprice
+    from lumina_core.reprice import reprice as run_reprice
+    from lumina_core.storage.database import migrate
+
+    try:
+        since_ns = to_unix_nano(datetime.fromisoformat(since.replace("Z", "+00:00")))
+    except ValueError:
+        raise click.BadParameter(f"{since!r} is not a date or ISO time", param_hint="--since") from None
+    lumina = Lumina(_settings(config))
+
+    async def run() -> None:
+        await migrate(lumina.engine)
+        await lumina.reload_custom_prices()
+        total = await count_spans_to_reprice(lumina.engine, since_ns, model)
+        with click.progressbar(length=total, label=f"Repricing {total} LLM spans", file=sys.stderr) as bar:
+            result = await run_reprice(
+                lumina.engine, PriceStage(lumina.pricing), lumina.writer, since_ns, model, progress=bar.update
+            )
+        await lumina.engine.dispose()
+        click.echo(f"{result.spans} spans repriced, {result.changed} changed")
+
+    asyncio.run(run())
 
 
 @main.group()

@@ -8,7 +8,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from lumina_core.config import Settings
-from lumina_core.plugin_api import ComponentContext, ComponentKind, ConfigError, Extractor, QueueBackend
+from lumina_core.plugin_api import (
+    ComponentContext,
+    ComponentKind,
+    ConfigError,
+    Extractor,
+    PricingProvider,
+    QueueBackend,
+)
 from lumina_core.plugins import PluginHost
 
 
@@ -16,6 +23,7 @@ from lumina_core.plugins import PluginHost
 class Components:
     extractors: list[Extractor]
     queue: QueueBackend
+    pricing_providers: list[tuple[str, PricingProvider]]
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -64,12 +72,25 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
         )
     unused = set(settings.extractors) - set(settings.pipeline.extractors)
     errors.extend((f"extractors.{ref}", "configured but not listed in pipeline.extractors") for ref in sorted(unused))
+    pricing_providers = []
+    for ref in settings.pricing.providers:
+        raw = settings.pricing_providers.get(ref, {})
+        provider = _build(host, "pricing_provider", ref, raw, f"pricing_providers.{ref}", settings, errors, create)
+        pricing_providers.append((ref, provider))
+    unused = set(settings.pricing_providers) - set(settings.pricing.providers)
+    errors.extend(
+        (f"pricing_providers.{ref}", "configured but not listed in pricing.providers") for ref in sorted(unused)
+    )
     queue = _build(
         host, "queue_backend", settings.queue.type, settings.queue.backend_config(), "queue", settings, errors, create
     )
     if errors:
         raise ConfigError(errors)
-    for extractor in extractors:
-        if create and not isinstance(extractor, Extractor):
-            raise ConfigError([("pipeline.extractors", f"{extractor!r} has no extract(span) method")])
-    return Components(extractors=extractors, queue=queue)
+    if create:
+        for extractor in extractors:
+            if not isinstance(extractor, Extractor):
+                raise ConfigError([("pipeline.extractors", f"{extractor!r} has no extract(span) method")])
+        for ref, provider in pricing_providers:
+            if not isinstance(provider, PricingProvider):
+                raise ConfigError([("pricing.providers", f"{ref} has no lookup(provider, model, at) method")])
+    return Components(extractors=extractors, queue=queue, pricing_providers=pricing_providers)

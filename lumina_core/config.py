@@ -9,10 +9,11 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lumina_core.plugin_api import ConfigError
 
@@ -66,6 +67,40 @@ class PipelineSettings(Section):
     batch_max_spans: int = Field(5000, gt=0, description="most spans committed in one transaction")
 
 
+class CustomPriceSettings(Section):
+    """A custom price in ``[[pricing.custom]]``: USD per 1,000,000 tokens of each bucket."""
+
+    model: str = Field(description="exact model name, or with match = 'regex' a pattern for the whole name")
+    match: Literal["exact", "regex"] = "exact"
+    provider: str | None = None
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(None, ge=0, description="default: the input price")
+    cache_write: float | None = Field(None, ge=0, description="default: the input price")
+    reasoning: float | None = Field(None, ge=0, description="default: the output price")
+    effective_from: datetime | date | None = None
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> CustomPriceSettings:
+        if self.match == "regex":
+            try:
+                re.compile(self.model)
+            except re.error as exc:
+                raise ValueError(f"model is not a valid regular expression: {exc}") from None
+        return self
+
+    def effective_from_unix_nano(self) -> int | None:
+        return to_unix_nano(self.effective_from) if self.effective_from is not None else None
+
+
+class PricingSettings(Section):
+    providers: list[str] = Field(
+        default_factory=lambda: ["genai_prices"], description="pricing providers asked after custom prices, in order"
+    )
+    custom: list[CustomPriceSettings] = Field(default_factory=list)
+    refresh_seconds: float = Field(30, gt=0, description="how often custom prices are re-read from the database")
+
+
 class PluginSettings(Section):
     block: list[str] = Field(default_factory=list, description="plugin names not to load")
     entry_points: bool = Field(True, description="discover plugins from the 'lumina' entry-point group")
@@ -77,9 +112,13 @@ class Settings(Section):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     extractors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of extractor instances, keyed type or type/name"
+    )
+    pricing_providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of pricing provider instances, keyed type or type/name"
     )
 
     @property
@@ -87,6 +126,15 @@ class Settings(Section):
         if self.storage.url:
             return self.storage.url
         return f"sqlite+aiosqlite:///{Path(self.data_dir) / 'lumina.db'}"
+
+
+def to_unix_nano(value: datetime | date) -> int:
+    """A date means its midnight UTC; a datetime without a zone is taken as UTC."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1_000
 
 
 def default_config_path(env: Mapping[str, str] = os.environ) -> Path | None:

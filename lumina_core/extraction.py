@@ -88,6 +88,7 @@ class ExtractStage:
             "resource_attributes": span.resource_attributes,
             "events": span.events,
             "links": span.links,
+            "counted": True,
         }
         row.update(_llm_columns(llm))
         return row
@@ -109,6 +110,8 @@ _EMPTY_LLM_COLUMNS: dict[str, Any] = {
             "reasoning_tokens",
             "cost_usd",
             "cost_source",
+            "pricing_status",
+            "pricing_rule",
             "response_id",
             "finish_reasons",
             "input_messages",
@@ -144,6 +147,8 @@ def _llm_columns(llm: LLMFields | None) -> dict[str, Any]:
         "reasoning_tokens": llm.reasoning_tokens,
         "cost_usd": llm.cost_usd,
         "cost_source": "span" if llm.cost_usd is not None else None,
+        "pricing_status": None,
+        "pricing_rule": None,
         "response_id": llm.response_id,
         "finish_reasons": llm.finish_reasons,
         "input_messages": llm.input_messages,

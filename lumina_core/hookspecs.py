@@ -26,3 +26,13 @@ def lumina_register_queue_backends() -> list[ComponentFactory]:  # type: ignore[
     Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
     returns a :class:`QueueBackend`. The backend used is the one ``[queue] type`` names.
     """
+
+
+@hookspec
+def lumina_register_pricing_providers() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register pricing providers, which know the per-token prices of models.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns a :class:`PricingProvider`. Providers named in ``pricing.providers`` are asked in that
+    order, after the custom prices; the first that knows a model prices it.
+    """

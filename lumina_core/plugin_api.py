@@ -10,6 +10,7 @@ import builtins
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import pluggy
@@ -22,7 +23,7 @@ PLUGIN_API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-ComponentKind = Literal["extractor", "queue_backend"]
+ComponentKind = Literal["extractor", "queue_backend", "pricing_provider"]
 Stability = Literal["stable", "beta", "alpha"]
 
 
@@ -191,6 +192,57 @@ class Extractor(Protocol):
     def extract(self, span: SpanRecord) -> LLMFields | None: ...
 
 
+TOKEN_BUCKETS = ("input", "cache_read", "cache_write", "output", "reasoning")
+"""The disjoint token buckets, in the order every price and cost uses them."""
+
+
+@dataclass(frozen=True)
+class PriceRule:
+    """Prices of one model in USD per 1,000,000 tokens of each bucket, and where they came from.
+
+    ``None`` means the provider publishes no separate price for that bucket: cache reads and writes
+    then cost the input price, reasoning the output price. ``tiers`` are (threshold, prices) pairs:
+    when a call's prompt (input + cache read + cache write) exceeds a threshold, that tier's prices
+    apply to the whole call. ``rule`` names the rule for people ("genai-prices:openai/gpt-4o").
+    """
+
+    source: str
+    rule: str
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+    tiers: tuple[tuple[int, PriceRule], ...] = ()
+
+    def for_prompt(self, prompt_tokens: int) -> PriceRule:
+        """The prices that apply to a call with this many prompt tokens (cliff tiers)."""
+        chosen = self
+        for threshold, tier in self.tiers:
+            if prompt_tokens > threshold:
+                chosen = tier
+        return chosen
+
+    def per_mtok(self, bucket: str) -> float:
+        price = getattr(self, bucket)
+        if price is None:
+            price = self.output if bucket == "reasoning" else self.input
+        return float(price)
+
+
+@runtime_checkable
+class PricingProvider(Protocol):
+    """Knows the prices of some models.
+
+    ``lookup`` answers from memory (it is called when a model is first seen in a time period and
+    the answer is cached); ``provider`` is the normalised provider name or ``None``, ``model`` the
+    model name as reported, ``at`` the call's start time. Return ``None`` for an unknown model,
+    never a guess.
+    """
+
+    def lookup(self, provider: str | None, model: str, at: datetime) -> PriceRule | None: ...
+
+
 class Delivery(Protocol):
     """One batch handed to a worker; it must be acked after commit or nacked on failure."""
 
@@ -223,6 +275,7 @@ class QueueBackend(Protocol):
 
 __all__ = [
     "PLUGIN_API_VERSION",
+    "TOKEN_BUCKETS",
     "AttributeValue",
     "ComponentConfig",
     "ComponentContext",
@@ -233,6 +286,8 @@ __all__ = [
     "Extractor",
     "LLMFields",
     "LuminaError",
+    "PriceRule",
+    "PricingProvider",
     "QueueBackend",
     "QueueFull",
     "QueueUnavailable",

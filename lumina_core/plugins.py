@@ -16,6 +16,7 @@ from lumina_core.plugin_api import PROJECT_NAME, ComponentFactory, ComponentKind
 REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "extractor": "lumina_register_extractors",
     "queue_backend": "lumina_register_queue_backends",
+    "pricing_provider": "lumina_register_pricing_providers",
 }
 
 

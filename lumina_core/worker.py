@@ -1,4 +1,4 @@
-"""The worker: consume span batches, extract, store, then ack — one transaction per group of batches."""
+"""The worker: consume span batches, extract, price, store, then ack — one transaction per group of batches."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lumina_core.extraction import ExtractStage
 from lumina_core.plugin_api import Delivery, QueueBackend, QueueUnavailable
+from lumina_core.pricing import PriceStage
 from lumina_core.storage.writer import SpanWriter
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,12 @@ class Worker:
     Extraction of the next group overlaps the commit of the previous one; commits stay in order.
     """
 
-    def __init__(self, queue: QueueBackend, extract: ExtractStage, writer: SpanWriter, batch_max_spans: int):
+    def __init__(
+        self, queue: QueueBackend, extract: ExtractStage, price: PriceStage, writer: SpanWriter, batch_max_spans: int
+    ):
         self.queue = queue
         self.extract = extract
+        self.price = price
         self.writer = writer
         self.batch_max_spans = batch_max_spans
         self.spans_stored = 0
@@ -50,9 +54,16 @@ class Worker:
         if rows is not None:
             await self._store(group, rows)
 
+    def _rows(self, group: list[Delivery]) -> list[list[dict[str, Any]]]:
+        """The extract and price stages, run off the event loop."""
+        rows = [self.extract.rows(delivery.batch) for delivery in group]
+        for batch_rows in rows:
+            self.price.apply(batch_rows)
+        return rows
+
     async def _extract(self, group: list[Delivery]) -> list[list[dict[str, Any]]] | None:
         try:
-            return await asyncio.to_thread(lambda: [self.extract.rows(d.batch) for d in group])
+            return await asyncio.to_thread(self._rows, group)
         except Exception as exc:  # an extractor bug must not stall the queue
             log.exception("extraction failed")
             for delivery in group:

@@ -39,6 +39,7 @@ def test_builtins_are_registered_explicitly_and_described() -> None:
     assert types == {
         "extractor": ["lumina", "openinference", "openlit", "openllmetry", "otel_genai", "otel_genai_deprecated"],
         "queue_backend": ["memory"],
+        "pricing_provider": ["genai_prices"],
     }
     described = {info.name: info for info in host.describe()}
     memory = described["lumina_plugins.memory_queue"]

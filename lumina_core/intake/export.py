@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from lumina_core.intake.decode import DecodedRequest, spans_from_request
+from lumina_core.metrics import Metrics
 from lumina_core.plugin_api import QueueBackend, SpanBatch
 
 OFF_LOOP_BYTES = 256 * 1024
@@ -39,8 +40,9 @@ class Intake:
     are reported back through ``partial_success`` while the valid ones are stored.
     """
 
-    def __init__(self, queue: QueueBackend) -> None:
+    def __init__(self, queue: QueueBackend, metrics: Metrics) -> None:
         self.queue = queue
+        self.metrics = metrics
 
     async def export(self, request: ExportTraceServiceRequest, project_id: str, size_hint: int = 0) -> ExportResult:
         decoded: DecodedRequest
@@ -48,6 +50,9 @@ class Intake:
             decoded = await asyncio.to_thread(spans_from_request, request)
         else:
             decoded = spans_from_request(request)
+        if decoded.rejected:
+            self.metrics.spans_rejected.inc(decoded.rejected)
         if decoded.spans:
             await self.queue.put(SpanBatch(project_id, decoded.spans))
+            self.metrics.spans_accepted.inc(len(decoded.spans))
         return ExportResult(len(decoded.spans), decoded.rejected, "; ".join(decoded.reasons))

@@ -28,6 +28,7 @@ class Span(SQLModel, table=True):
         sa.Index("ix_spans_project_start", "project_id", "start_time_unix_nano"),
         sa.Index("ix_spans_project_service_start", "project_id", "service_name", "start_time_unix_nano"),
         sa.Index("ix_spans_project_model_start", "project_id", "model", "start_time_unix_nano"),
+        sa.Index("ix_spans_project_response_id", "project_id", "response_id"),
     )
 
     project_id: str = Field(primary_key=True)
@@ -57,8 +58,13 @@ class Span(SQLModel, table=True):
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
     cost_usd: float | None = None
-    cost_source: str | None = None
+    cost_source: str | None = Field(default=None, description="span, custom, or the pricing provider's name")
+    pricing_status: str | None = Field(default=None, description="priced, unpriced or no_usage; NULL if not LLM")
+    pricing_rule: str | None = None
     response_id: str | None = None
+    counted: bool = Field(
+        default=True, description="false for a second report of a call (same response id): not summed again"
+    )
     finish_reasons: list[str] | None = _json()
     input_messages: list[dict[str, Any]] | None = _json()
     output_messages: list[dict[str, Any]] | None = _json()
@@ -102,3 +108,29 @@ class Trace(SQLModel, table=True):
 
 spans_table: sa.Table = Span.__table__  # type: ignore[attr-defined]
 traces_table: sa.Table = Trace.__table__  # type: ignore[attr-defined]
+
+
+class CustomPrice(SQLModel, table=True):
+    """An operator's price for a model (negotiated, fine-tuned, or not in any price list).
+
+    ``model`` is an exact name, or with ``match = "regex"`` a pattern that must match the whole
+    model name. Prices are USD per 1,000,000 tokens; ``None`` cache/reasoning prices fall back to the
+    input/output price. The newest rule whose ``effective_from`` is at or before a call applies.
+    """
+
+    __tablename__ = "custom_prices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str
+    match: str = "exact"
+    provider: str | None = None
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+    effective_from_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+custom_prices_table: sa.Table = CustomPrice.__table__  # type: ignore[attr-defined]

@@ -156,3 +156,30 @@ def span_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(sa.text("SELECT 1"))
+
+
+async def unpriced_models(engine: AsyncEngine, project_id: str) -> list[dict[str, Any]]:
+    """Models seen on LLM spans that no pricing rule knows, with span counts and token totals."""
+    s = spans_table.c
+    query = (
+        sa.select(
+            s.provider,
+            s.model,
+            sa.func.count().label("span_count"),
+            *(sa.func.sum(s[name]).label(name) for name in TOKEN_COLUMNS),
+            sa.func.min(s.start_time_unix_nano).label("first_seen_unix_nano"),
+            sa.func.max(s.start_time_unix_nano).label("last_seen_unix_nano"),
+        )
+        .where(s.project_id == project_id, s.pricing_status == "unpriced")
+        .group_by(s.provider, s.model)
+        .order_by(sa.func.count().desc(), s.model)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    out = []
+    for row in rows:
+        item = dict(row)
+        item["first_seen"] = iso(row["first_seen_unix_nano"])
+        item["last_seen"] = iso(row["last_seen_unix_nano"])
+        out.append(item)
+    return out

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.storage.database import json_dumps
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
 
 ROLLUP_CHUNK = 500
+spans_twin = spans_table.alias("twin")
 _STATUS_RANK = {"ok": 0, "degraded": 1, "error": 2}
 
 
@@ -52,8 +53,8 @@ def _trace_rollup(dialect: str) -> Any:
         "llm_span_count": sa.func.sum(sa.case((s.is_llm, 1), else_=0)),
         "error_count": sa.func.sum(sa.case((s.status == "error", 1), else_=0)),
         "status": sa.case((worst == 2, "error"), (worst == 1, "degraded"), else_="ok"),
-        **{name: sa.func.sum(s[name]) for name in TOKEN_COLUMNS},
-        "cost_usd": sa.func.sum(s.cost_usd),
+        # a call reported twice (same response id) is summed once: only its counted report adds up
+        **{name: sa.func.sum(sa.case((s.counted, s[name]))) for name in (*TOKEN_COLUMNS, "cost_usd")},
     }
     select = (
         sa.select(*(expr.label(name) for name, expr in columns.items()))
@@ -110,13 +111,44 @@ class SpanWriter:
         if not rows:
             return
         touched: dict[str, set[str]] = {}
+        response_ids: dict[str, set[str]] = {}
         for row in rows:
             touched.setdefault(row["project_id"], set()).add(row["trace_id"])
+            if row["response_id"]:
+                response_ids.setdefault(row["project_id"], set()).add(row["response_id"])
         async with self.engine.begin() as conn:
             await conn.exec_driver_sql(self._upsert_spans_sql, self._span_tuples(rows))
+            for project_id, ids in response_ids.items():
+                touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
             for project_id, trace_ids in touched.items():
-                ids = sorted(trace_ids)
-                for i in range(0, len(ids), ROLLUP_CHUNK):
-                    await conn.execute(
-                        self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]}
-                    )
+                await self.refresh_rollups(conn, project_id, trace_ids)
+
+    async def refresh_rollups(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
+        """Recompute the ``traces`` rows of these traces from their spans."""
+        ids = sorted(trace_ids)
+        for i in range(0, len(ids), ROLLUP_CHUNK):
+            await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]})
+
+    async def _count_each_call_once(self, conn: AsyncConnection, project_id: str, response_ids: set[str]) -> set[str]:
+        """Where several spans report one call (same response id), only the one with the lowest span id
+        stays ``counted``. Returns the traces whose spans changed, which may lie outside this batch."""
+        s = spans_table.c
+        ids = sorted(response_ids)
+        shared: list[str] = []
+        for i in range(0, len(ids), ROLLUP_CHUNK):
+            shared += (
+                await conn.execute(
+                    sa.select(s.response_id)
+                    .where(s.project_id == project_id, s.response_id.in_(ids[i : i + ROLLUP_CHUNK]))
+                    .group_by(s.response_id)
+                    .having(sa.func.count() > 1)
+                )
+            ).scalars()
+        if not shared:
+            return set()
+        first = sa.select(sa.func.min(spans_twin.c.span_id)).where(
+            spans_twin.c.project_id == s.project_id, spans_twin.c.response_id == s.response_id
+        )
+        scope = (s.project_id == project_id) & s.response_id.in_(shared)
+        await conn.execute(sa.update(spans_table).where(scope).values(counted=s.span_id == first.scalar_subquery()))
+        return set((await conn.execute(sa.select(s.trace_id).where(scope).distinct())).scalars())
