@@ -16,6 +16,7 @@ from lumina_core.plugin_api import TOKEN_BUCKETS, PriceRule, PricingProvider
 
 DAY_NS = 86_400 * 1_000_000_000
 CUSTOM_SOURCE = "custom"
+PROMPT_BUCKETS = ("input", "cache_read", "cache_write")
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,7 @@ def cost_usd(rule: PriceRule, tokens: dict[str, int | None]) -> float | None:
     known = {bucket: count for bucket, count in tokens.items() if count is not None}
     if not known:
         return None
-    prompt = sum(known.get(b, 0) for b in ("input", "cache_read", "cache_write"))
-    prices = rule.for_prompt(prompt)
+    prices = rule.for_prompt(sum(known.get(b, 0) for b in PROMPT_BUCKETS))
     return sum(count * prices.per_mtok(bucket) for bucket, count in known.items()) / 1_000_000
 
 
@@ -143,12 +143,14 @@ class PriceStage:
         if rule is None:
             self.on_unpriced(row["provider"], row["model"])
             return {"cost_usd": None, "cost_source": None, "pricing_status": "unpriced", "pricing_rule": None}
-        cost = cost_usd(rule, row_tokens(row))
+        tokens = row_tokens(row)
+        applied = rule.for_prompt(sum(tokens[b] or 0 for b in PROMPT_BUCKETS))
+        cost = cost_usd(applied, tokens)
         return {
             "cost_usd": cost,
-            "cost_source": rule.source,
+            "cost_source": applied.source,
             "pricing_status": "priced" if cost is not None else "no_usage",
-            "pricing_rule": rule.rule,
+            "pricing_rule": applied.rule,
         }
 
     def find_rule(

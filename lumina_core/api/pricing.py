@@ -15,7 +15,7 @@ from lumina_core.api import ApiError, int_param, json_response, time_param
 from lumina_core.config import CustomPriceSettings
 from lumina_core.intake.http import DEFAULT_PROJECT
 from lumina_core.plugin_api import TOKEN_BUCKETS
-from lumina_core.pricing import cost_usd
+from lumina_core.pricing import PROMPT_BUCKETS, cost_usd
 from lumina_core.storage import queries
 from lumina_core.storage.prices import add_custom_price, delete_custom_price, list_custom_prices
 from lumina_core.storage.queries import iso
@@ -97,8 +97,7 @@ def routes(lumina: Lumina) -> list[Route]:
                     "prices_per_mtok": None,
                 }
             )
-        prompt = sum(tokens[b] or 0 for b in ("input", "cache_read", "cache_write"))
-        applied = rule.for_prompt(prompt)
+        applied = rule.for_prompt(sum(tokens[b] or 0 for b in PROMPT_BUCKETS))
         return json_response(
             {
                 "model": model,

@@ -130,8 +130,9 @@ class SpanWriter:
             await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]})
 
     async def _count_each_call_once(self, conn: AsyncConnection, project_id: str, response_ids: set[str]) -> set[str]:
-        """Where several spans report one call (same response id), only the one with the lowest span id
-        stays ``counted``. Returns the traces whose spans changed, which may lie outside this batch."""
+        """Where several spans report one call (same response id), only the earliest report stays
+        ``counted`` (ties broken by span id). Returns the traces whose spans were re-marked, which may
+        lie outside this batch."""
         s = spans_table.c
         ids = sorted(response_ids)
         shared: list[str] = []
@@ -146,9 +147,15 @@ class SpanWriter:
             ).scalars()
         if not shared:
             return set()
-        first = sa.select(sa.func.min(spans_twin.c.span_id)).where(
-            spans_twin.c.project_id == s.project_id, spans_twin.c.response_id == s.response_id
+        twin = spans_twin.c
+        earlier_report = sa.exists().where(
+            twin.project_id == s.project_id,
+            twin.response_id == s.response_id,
+            sa.or_(
+                twin.start_time_unix_nano < s.start_time_unix_nano,
+                sa.and_(twin.start_time_unix_nano == s.start_time_unix_nano, twin.span_id < s.span_id),
+            ),
         )
         scope = (s.project_id == project_id) & s.response_id.in_(shared)
-        await conn.execute(sa.update(spans_table).where(scope).values(counted=s.span_id == first.scalar_subquery()))
+        await conn.execute(sa.update(spans_table).where(scope).values(counted=~earlier_report))
         return set((await conn.execute(sa.select(s.trace_id).where(scope).distinct())).scalars())

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from lumina_plugins.extractors.values import (
-    as_float,
     as_str,
     first,
     first_int,
     indexed,
     json_value,
     normalise_message,
+    reported_cost,
     string_list,
     system_text,
 )
@@ -34,7 +34,7 @@ class OpenInferenceExtractor:
     def extract(self, span: SpanRecord) -> LLMFields | None:
         a = span.attributes
         kind = a.get("openinference.span.kind")
-        if kind not in _OPERATIONS and "llm.model_name" not in a:
+        if kind not in _OPERATIONS and "llm.model_name" not in a and "llm.cost.total" not in a:
             return None
         params = json_value(a.get("llm.invocation_parameters"))
         params = params if isinstance(params, dict) else None
@@ -54,7 +54,7 @@ class OpenInferenceExtractor:
             output_tokens=first_int(a, "llm.token_count.completion"),
             reasoning_tokens=first_int(a, "llm.token_count.completion_details.reasoning"),
             total_tokens=first_int(a, "llm.token_count.total"),
-            cost_usd=as_float(a.get("llm.cost.total")),
+            cost_usd=reported_cost(a.get("llm.cost.total"), first_int(a, "llm.token_count.prompt")),
             input_messages=input_messages,
             output_messages=output_messages,
             system_prompt=system_text(input_messages),

@@ -1,12 +1,12 @@
 """OpenLIT variants on top of the OTel GenAI names: its own cost estimate and total-token attribute.
 
 OpenLIT writes ``gen_ai.usage.cost = 0`` for models it has no price for; a zero cost with non-zero
-tokens is therefore treated as unknown, never as free.
+tokens is therefore treated as unknown, never as free (``values.reported_cost``).
 """
 
 from __future__ import annotations
 
-from lumina_plugins.extractors.values import as_float, first_int
+from lumina_plugins.extractors.values import first_int, reported_cost
 
 from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 
@@ -17,12 +17,9 @@ class OpenLITExtractor:
         scope = span.scope_name or ""
         if a.get("telemetry.sdk.name") != "openlit" and not scope.startswith("openlit"):
             return None
-        cost = as_float(a.get("gen_ai.usage.cost"))
-        tokens = first_int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens") or 0
-        if cost == 0 and tokens > 0:
-            cost = None
+        tokens = first_int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
         return LLMFields(
-            cost_usd=cost,
+            cost_usd=reported_cost(a.get("gen_ai.usage.cost"), tokens),
             reasoning_tokens=first_int(a, "gen_ai.usage.reasoning_tokens"),
             total_tokens=first_int(a, "gen_ai.client.token.usage", "gen_ai.usage.total_tokens"),
         )

@@ -18,6 +18,7 @@ from lumina_plugins.extractors.values import (
     messages,
     normalise_message,
     prefixed,
+    reported_cost,
     string_list,
     system_text,
 )
@@ -42,6 +43,7 @@ class OtelGenAIExtractor:
         if "gen_ai.provider.name" not in a and "gen_ai.operation.name" not in a and "gen_ai.request.model" not in a:
             return None
         input_messages = messages(a.get("gen_ai.input.messages"))
+        input_tokens = first_int(a, "gen_ai.usage.input_tokens")
         instructions = messages(a.get("gen_ai.system_instructions"))
         system = "\n".join(str(m["content"]) for m in instructions if m.get("content")) if instructions else None
         return LLMFields(
@@ -49,7 +51,7 @@ class OtelGenAIExtractor:
             operation=as_str(a.get("gen_ai.operation.name")),
             request_model=as_str(a.get("gen_ai.request.model")),
             response_model=as_str(a.get("gen_ai.response.model")),
-            input_tokens=first_int(a, "gen_ai.usage.input_tokens"),
+            input_tokens=input_tokens,
             cache_read_tokens=first_int(a, "gen_ai.usage.cache_read.input_tokens"),
             cache_write_tokens=first_int(
                 a, "gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens"
@@ -64,6 +66,7 @@ class OtelGenAIExtractor:
             finish_reasons=string_list(a.get("gen_ai.response.finish_reasons")),
             response_id=as_str(a.get("gen_ai.response.id")),
             error_type=as_str(a.get("error.type")),
+            cost_usd=reported_cost(a.get("gen_ai.usage.cost"), input_tokens),  # not OTel; several libraries send it
         )
 
 

@@ -35,6 +35,15 @@ def as_float(value: Any) -> float | None:
     return None
 
 
+def reported_cost(value: Any, tokens: int | None) -> float | None:
+    """A cost the span reports itself. Some libraries write 0 for models they cannot price; with
+    tokens used, a zero is their "unknown", not a free call."""
+    cost = as_float(value)
+    if cost == 0 and (tokens or 0) > 0:
+        return None
+    return cost
+
+
 def as_str(value: Any) -> str | None:
     if value is None or value == "":
         return None
