@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lumina_core.extraction import ExtractStage
 from lumina_core.plugin_api import Delivery, QueueBackend, QueueUnavailable
 from lumina_core.pricing import PriceStage
-from lumina_core.storage.writer import SpanWriter
+from lumina_core.storage.writer import PreparedRows, SpanWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,16 @@ class Worker:
         if rows is not None:
             await self._store(group, rows)
 
-    def _rows(self, group: list[Delivery]) -> list[list[dict[str, Any]]]:
-        """The extract and price stages, run off the event loop."""
-        rows = [self.extract.rows(delivery.batch) for delivery in group]
-        for batch_rows in rows:
-            self.price.apply(batch_rows)
-        return rows
+    def _rows(self, group: list[Delivery]) -> list[PreparedRows]:
+        """The extract and price stages, and the rows' driver parameters: all CPU, run off the event loop."""
+        prepared = []
+        for delivery in group:
+            rows = self.extract.rows(delivery.batch)
+            self.price.apply(rows)
+            prepared.append(self.writer.prepare(rows))
+        return prepared
 
-    async def _extract(self, group: list[Delivery]) -> list[list[dict[str, Any]]] | None:
+    async def _extract(self, group: list[Delivery]) -> list[PreparedRows] | None:
         try:
             return await asyncio.to_thread(self._rows, group)
         except Exception as exc:  # an extractor bug must not stall the queue
@@ -70,9 +71,9 @@ class Worker:
                 await delivery.nack(exc, retryable=False)
             return None
 
-    async def _store(self, group: list[Delivery], rows: list[list[dict[str, Any]]]) -> None:
+    async def _store(self, group: list[Delivery], rows: list[PreparedRows]) -> None:
         try:
-            await self.writer.write([row for batch_rows in rows for row in batch_rows])
+            await self.writer.write(*rows)
         except Exception as exc:
             if len(group) == 1:
                 await self._fail(group[0], exc)
@@ -84,10 +85,10 @@ class Worker:
                 except Exception as single_exc:
                     await self._fail(delivery, single_exc)
                 else:
-                    await self._done(delivery, len(batch_rows))
+                    await self._done(delivery, batch_rows.count)
             return
         for delivery, batch_rows in zip(group, rows, strict=True):
-            await self._done(delivery, len(batch_rows))
+            await self._done(delivery, batch_rows.count)
 
     async def _done(self, delivery: Delivery, count: int) -> None:
         self.spans_stored += count

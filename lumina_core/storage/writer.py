@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,6 +71,16 @@ def _trace_rollup(dialect: str) -> Any:
     )
 
 
+@dataclass
+class PreparedRows:
+    """Span rows ready for the driver: (statement, parameter rows) pairs, and what they touch."""
+
+    count: int
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    touched: dict[str, set[str]] = field(default_factory=dict)
+    response_ids: dict[str, set[str]] = field(default_factory=dict)
+
+
 class SpanWriter:
     """Writes span rows and their trace rollups in one transaction per call.
 
@@ -86,6 +98,33 @@ class SpanWriter:
         self._json_positions = tuple(i for i, name in enumerate(self._span_columns) if name in json_columns)
         self._resource_position = self._span_columns.index("resource_attributes")
         self._rollup_traces = _trace_rollup(dialect)
+        # SQLite's driver needs the GIL back after every statement it steps, and waits for it behind the
+        # extraction thread (bench: 40 us/span alone, 2.5 ms/span beside a busy thread); 128 rows per
+        # statement make that wait 128 times rarer.
+        self._rows_per_statement = 128 if dialect == "sqlite" else 1
+        self._multi_row_cache: dict[int, str] = {}
+
+    def prepare(self, rows: Sequence[dict[str, Any]]) -> PreparedRows:
+        """Turn span rows into driver parameters (pure CPU: the worker runs it off the event loop)."""
+        prepared = PreparedRows(count=len(rows))
+        for row in rows:
+            prepared.touched.setdefault(row["project_id"], set()).add(row["trace_id"])
+            if row["response_id"]:
+                prepared.response_ids.setdefault(row["project_id"], set()).add(row["response_id"])
+        tuples = self._span_tuples(rows)
+        k = self._rows_per_statement
+        if k == 1:
+            prepared.statements.append((self._upsert_spans_sql, tuples))
+            return prepared
+        full = len(tuples) // k * k
+        if full:
+            multi = [tuple(chain.from_iterable(tuples[i : i + k])) for i in range(0, full, k)]
+            prepared.statements.append((self._multi_row_sql(k), multi))
+        if full < len(tuples):
+            prepared.statements.append(
+                (self._multi_row_sql(len(tuples) - full), [tuple(chain.from_iterable(tuples[full:]))])
+            )
+        return prepared
 
     def _span_tuples(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
         resource_json: dict[int, str] = {}  # one resource dict is shared by all spans of a resource
@@ -106,22 +145,33 @@ class SpanWriter:
             out.append(tuple(values))
         return out
 
-    async def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Upsert ``rows`` (each a full ``spans`` row) and refresh the rollup of every trace they touch."""
-        if not rows:
-            return
+    async def write(self, *batches: PreparedRows) -> None:
+        """Upsert the prepared spans and refresh the rollup of every trace they touch, in one transaction."""
         touched: dict[str, set[str]] = {}
         response_ids: dict[str, set[str]] = {}
-        for row in rows:
-            touched.setdefault(row["project_id"], set()).add(row["trace_id"])
-            if row["response_id"]:
-                response_ids.setdefault(row["project_id"], set()).add(row["response_id"])
+        for batch in batches:
+            for project_id, ids in batch.touched.items():
+                touched.setdefault(project_id, set()).update(ids)
+            for project_id, ids in batch.response_ids.items():
+                response_ids.setdefault(project_id, set()).update(ids)
+        if not touched:
+            return
         async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(self._upsert_spans_sql, self._span_tuples(rows))
+            for batch in batches:
+                for sql, params in batch.statements:
+                    await conn.exec_driver_sql(sql, params)
             for project_id, ids in response_ids.items():
                 touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
             for project_id, trace_ids in touched.items():
                 await self.refresh_rollups(conn, project_id, trace_ids)
+
+    def _multi_row_sql(self, rows: int) -> str:
+        sql = self._multi_row_cache.get(rows)
+        if sql is None:
+            head, _, rest = self._upsert_spans_sql.partition(" VALUES ")
+            one, _, tail = rest.partition(") ")
+            sql = self._multi_row_cache[rows] = f"{head} VALUES {', '.join([one + ')'] * rows)} {tail}"
+        return sql
 
     async def refresh_rollups(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
         """Recompute the ``traces`` rows of these traces from their spans."""

@@ -26,8 +26,7 @@ _OPERATIONS = {"LLM": "chat", "EMBEDDING": "embeddings"}
 
 
 def _messages(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]] | None:
-    flat = indexed(attrs, prefix)
-    return [normalise_message(m.get("message", m)) for m in flat] or None
+    return [normalise_message(m) for m in indexed(attrs, prefix, wrapper="message.")] or None
 
 
 class OpenInferenceExtractor:

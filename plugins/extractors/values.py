@@ -86,8 +86,11 @@ def string_list(value: Any) -> list[str] | None:
     return [str(value)]
 
 
-def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    """Unflatten ``prefix.0.role``, ``prefix.0.tool_calls.1.name`` … into a list of nested dicts."""
+def indexed(attrs: dict[str, Any], prefix: str, wrapper: str = "") -> list[dict[str, Any]]:
+    """Unflatten ``prefix.0.role``, ``prefix.0.tool_calls.1.name`` … into a list of nested dicts.
+
+    ``wrapper`` is a path segment to drop after the index (OpenInference's ``N.message.role``).
+    """
     items: dict[int, dict[str, Any]] = {}
     nested = False
     start = len(prefix)
@@ -97,6 +100,8 @@ def indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
         index, _, path = key[start:].partition(".")
         if not path or not index.isdigit():
             continue
+        if wrapper and path.startswith(wrapper):
+            path = path[len(wrapper) :]
         node = items.setdefault(int(index), {})
         if "." in path:
             nested = True
