@@ -133,18 +133,28 @@ def _lists(node: Any) -> Any:
 
 
 def normalise_message(message: Any) -> dict[str, Any]:
-    """One chat message as ``{"role", "content", …}``; OTel ``parts`` are joined into ``content``."""
+    """One chat message as ``{"role", "content", …}``; OTel ``parts`` are joined into ``content``.
+
+    The message is one this module decoded, so it is completed in place rather than copied.
+    """
     if not isinstance(message, dict):
         return {"role": None, "content": as_str(message)}
-    out = dict(message)
-    parts = out.get("parts")
-    if isinstance(parts, list) and "content" not in out:
-        texts = [p.get("content") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
-        out["content"] = "".join(str(t) for t in texts if t is not None) if texts else None
-        calls = [p for p in parts if isinstance(p, dict) and p.get("type") == "tool_call"]
-        if calls:
-            out.setdefault("tool_calls", calls)
-    return out
+    parts = message.get("parts")
+    if not isinstance(parts, list) or "content" in message:
+        return message
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, dict):
+            kind = part.get("type")
+            if kind == "text" and part.get("content") is not None:
+                texts.append(str(part["content"]))
+            elif kind == "tool_call":
+                calls.append(part)
+    message["content"] = "".join(texts) if texts else None
+    if calls:
+        message.setdefault("tool_calls", calls)
+    return message
 
 
 def messages(value: Any) -> list[dict[str, Any]] | None:
