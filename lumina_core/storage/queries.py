@@ -48,7 +48,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         raise InvalidCursor("invalid cursor") from None
 
 
-def _trace_summary(row: sa.RowMapping) -> dict[str, Any]:
+def as_dict(row: sa.RowMapping) -> dict[str, Any]:
+    """A trace or span row for output: its columns plus ISO times and the total of its token buckets."""
     out = dict(row)
     out["start_time"] = iso(row["start_time_unix_nano"])
     out["end_time"] = iso(row["end_time_unix_nano"])
@@ -90,7 +91,7 @@ async def list_traces(
     query = query.order_by(t.start_time_unix_nano.desc(), t.trace_id.desc()).limit(limit + 1)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
-    page = [_trace_summary(r) for r in rows[:limit]]
+    page = [as_dict(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = page[-1]
@@ -120,16 +121,8 @@ async def get_trace(engine: AsyncEngine, project_id: str, trace_id: str) -> dict
             .mappings()
             .all()
         )
-    out = _trace_summary(trace)
-    out["spans"] = span_tree([span_dict(span) for span in spans])
-    return out
-
-
-def span_dict(row: sa.RowMapping) -> dict[str, Any]:
-    out = dict(row)
-    out["start_time"] = iso(row["start_time_unix_nano"])
-    out["end_time"] = iso(row["end_time_unix_nano"])
-    out["total_tokens"] = _total_tokens(row)
+    out = as_dict(trace)
+    out["spans"] = span_tree([as_dict(span) for span in spans])
     return out
 
 
