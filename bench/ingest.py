@@ -60,17 +60,18 @@ async def count_spans(database_url: str) -> int:
 
 
 async def send_all(bodies: list[bytes], http_url: str, grpc_target: str, transport: str, concurrency: int) -> int:
+    """``concurrency`` exporters, each with its own connection (as separate applications would have),
+    sending the requests in order; a refused export (503 / UNAVAILABLE) is retried after 0.2 s."""
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for i, body in enumerate(bodies):
         queue.put_nowait((i, body))
     retries = 0
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
-        channel = grpc.aio.insecure_channel(grpc_target)
-        export = channel.unary_unary(EXPORT_METHOD, request_serializer=None, response_deserializer=None)
-
-        async def worker() -> None:
-            nonlocal retries
+    async def exporter() -> None:
+        nonlocal retries
+        async with httpx.AsyncClient(timeout=120) as client:
+            channel = grpc.aio.insecure_channel(grpc_target)
+            export = channel.unary_unary(EXPORT_METHOD, request_serializer=None, response_deserializer=None)
             while not queue.empty():
                 i, body = queue.get_nowait()
                 use_grpc = transport == "grpc" or (transport == "both" and i % 2)
@@ -89,9 +90,9 @@ async def send_all(bodies: list[bytes], http_url: str, grpc_target: str, transpo
                     except (grpc.aio.AioRpcError, RuntimeError):
                         retries += 1
                         await asyncio.sleep(0.2)
+            await channel.close()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        await channel.close()
+    await asyncio.gather(*(exporter() for _ in range(concurrency)))
     return retries
 
 
@@ -118,7 +119,9 @@ def main() -> None:
 
     env = {**os.environ, "LUMINA_CONFIG": str(config)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "lumina_core.cli", "serve", "--log-level", "warning"], env=env, cwd=workdir
+        [sys.executable, "-m", "lumina_core.cli", "serve", "--log-level", "warning"],
+        env=env,
+        cwd=workdir,
     )
     try:
         deadline = time.monotonic() + 60
