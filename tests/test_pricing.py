@@ -31,7 +31,9 @@ PUBLISHED = {
     ("anthropic", "claude-3-haiku-20240307"): (0.25, 0.03, 0.3, 1.25),
     ("anthropic", "claude-3-5-sonnet-20241022"): (3.0, 0.3, 3.75, 15.0),
     ("anthropic", "claude-sonnet-4-5-20250929"): (3.0, 0.3, 3.75, 15.0),
+    ("anthropic", "claude-3-5-sonnet-latest"): (3.0, 0.3, 3.75, 15.0),
     ("aws.bedrock", "anthropic.claude-3-5-sonnet-20241022-v2:0"): (3.0, 0.3, 3.75, 15.0),
+    ("gcp.vertex_ai", "claude-3-5-sonnet-v2@20241022"): (3.0, 0.3, 3.75, 15.0),
     (None, "openai/gpt-4o"): (2.5, 1.25, None, 10.0),
 }
 # Usage as instrumentations report it: (input incl. cache, cache read, cache write, output incl. reasoning,
