@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,9 +27,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # build from a clean copy: a stale build/ folder in the work tree would hide a missing package
+    source = tmp_path_factory.mktemp("source") / "lumina"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__"))
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=300,
@@ -41,6 +45,10 @@ def test_wheel_maps_plugins_and_web_to_lumina_packages(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"lumina_core", "lumina_plugins", "lumina_web"}
+    for folder, name in (("lumina_core", "lumina_core"), ("plugins", "lumina_plugins"), ("web", "lumina_web")):
+        for init in (ROOT / folder).rglob("__init__.py"):
+            packaged = f"{name}/{init.relative_to(ROOT / folder).as_posix()}"
+            assert packaged in names, f"{packaged} is missing from the wheel (pyproject packages)"
     assert "lumina_web/templates/traces.html" in names
     assert "lumina_web/static/lumina.css" in names
     assert "lumina_core/storage/migrations/versions/0001_spans_and_traces.py" in names
