@@ -6,12 +6,14 @@ what is still unknown. Token counts are then split into disjoint buckets (DESIGN
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from lumina_core.plugin_api import Extractor, LLMFields, SpanBatch, SpanRecord
 
+log = logging.getLogger(__name__)
 DEGRADED_FINISH_REASONS = frozenset({"length", "max_tokens", "content_filter", "safety", "recitation"})
 _CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
 
@@ -55,7 +57,11 @@ class ExtractStage:
         return [self.row(batch.project_id, span) for span in batch.spans]
 
     def row(self, project_id: str, span: SpanRecord) -> dict[str, Any]:
-        llm = self.llm_fields(span)
+        try:
+            llm = self.llm_fields(span)
+        except Exception:  # a span an extractor cannot read is still stored, without LLM fields
+            log.warning("extracting LLM fields of span %s/%s failed", span.trace_id, span.span_id, exc_info=True)
+            llm = None
         exception = next((e for e in span.events if e["name"] == "exception"), None)
         error_type = normalise_error_type(
             (llm.error_type if llm else None)

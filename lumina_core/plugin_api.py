@@ -55,6 +55,10 @@ class QueueUnavailable(LuminaError):
         self.retry_after = retry_after
 
 
+class BatchRejected(LuminaError):
+    """The batch can never be stored (data the pipeline or the database refuses); do not retry it."""
+
+
 class ComponentConfig(BaseModel):
     """Base of every component's typed config: unknown keys are an error, not silently ignored."""
 
@@ -234,10 +238,9 @@ class PriceRule:
 class PricingProvider(Protocol):
     """Knows the prices of some models.
 
-    ``lookup`` answers from memory (it is called when a model is first seen in a time period and
-    the answer is cached); ``provider`` is the normalised provider name or ``None``, ``model`` the
-    model name as reported, ``at`` the call's start time. Return ``None`` for an unknown model,
-    never a guess.
+    ``lookup`` is called for every LLM span, so it answers from memory; ``provider`` is the
+    normalised provider name or ``None``, ``model`` the model name as reported, ``at`` the call's
+    start time. Return ``None`` for an unknown model, never a guess.
     """
 
     def lookup(self, provider: str | None, model: str, at: datetime) -> PriceRule | None: ...
@@ -277,6 +280,7 @@ __all__ = [
     "PLUGIN_API_VERSION",
     "TOKEN_BUCKETS",
     "AttributeValue",
+    "BatchRejected",
     "ComponentConfig",
     "ComponentContext",
     "ComponentFactory",

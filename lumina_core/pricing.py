@@ -14,7 +14,7 @@ from typing import Any
 
 from lumina_core.plugin_api import TOKEN_BUCKETS, PriceRule, PricingProvider
 
-DAY_NS = 86_400 * 1_000_000_000
+CACHE_SIZE = 10_000
 CUSTOM_SOURCE = "custom"
 PROMPT_BUCKETS = ("input", "cache_read", "cache_write")
 
@@ -75,43 +75,59 @@ def cost_usd(rule: PriceRule, tokens: dict[str, int | None]) -> float | None:
     return sum(count * prices.per_mtok(bucket) for bucket, count in known.items()) / 1_000_000
 
 
+@dataclass(frozen=True)
+class _CustomRules:
+    """One immutable set of custom prices with its own lookup cache, swapped whole on reload."""
+
+    rules: tuple[CustomPriceRule, ...]
+    by_model: dict[tuple[str | None, str], list[CustomPriceRule]] = field(default_factory=dict)
+
+
 class PricingChain:
-    """Custom prices, then each provider in order; every answer is cached per model and day."""
+    """Custom prices first, then each provider in order; the first that knows a model prices it."""
 
     def __init__(self, providers: Sequence[tuple[str, PricingProvider]], custom: Iterable[CustomPriceRule] = ()):
         self.providers = list(providers)
-        self._cache: dict[tuple[str | None, str, int], PriceRule | None] = {}  # provider answers only
         self.set_custom(custom)
 
     def set_custom(self, custom: Iterable[CustomPriceRule]) -> None:
-        """Replace the custom prices. Safe while the worker thread prices: state is swapped, not mutated."""
+        """Replace the custom prices. The worker thread may be pricing meanwhile: it keeps reading
+        the set it started with, because the whole set is replaced in one assignment."""
         # Newest effective date first; at equal dates an exact rule beats a pattern, a newer id an older.
-        self.custom = sorted(
+        ordered = sorted(
             custom,
             key=lambda r: (r.effective_from_unix_nano or 0, r.match == "exact", r.id or 0),
             reverse=True,
         )
-        self._custom_by_model: dict[tuple[str | None, str], list[CustomPriceRule]] = {}
+        self._custom = _CustomRules(tuple(ordered))
+
+    @property
+    def custom(self) -> tuple[CustomPriceRule, ...]:
+        return self._custom.rules
 
     def lookup(self, provider: str | None, model: str, at_unix_nano: int) -> PriceRule | None:
+        return self.custom_rule(provider, model, at_unix_nano) or self.provider_rule(provider, model, at_unix_nano)
+
+    def custom_rule(self, provider: str | None, model: str, at_unix_nano: int) -> PriceRule | None:
+        state = self._custom
         key = (provider, model)
-        candidates = self._custom_by_model.get(key)
+        candidates = state.by_model.get(key)
         if candidates is None:
-            candidates = self._custom_by_model[key] = [r for r in self.custom if r.matches(provider, model)]
+            if len(state.by_model) >= CACHE_SIZE:  # model names come from clients: stay bounded
+                state.by_model.clear()
+            candidates = state.by_model[key] = [r for r in state.rules if r.matches(provider, model)]
         for rule in candidates:
             if rule.effective_from_unix_nano is None or rule.effective_from_unix_nano <= at_unix_nano:
                 return rule.price_rule()
-        cache_key = (provider, model, at_unix_nano // DAY_NS)
-        if cache_key in self._cache:
-            return self._cache[cache_key]
+        return None
+
+    def provider_rule(self, provider: str | None, model: str, at_unix_nano: int) -> PriceRule | None:
         at = datetime.fromtimestamp(at_unix_nano / 1e9, tz=UTC)
-        found = None
         for _, pricing_provider in self.providers:
             found = pricing_provider.lookup(provider, model, at)
             if found is not None:
-                break
-        self._cache[cache_key] = found
-        return found
+                return found
+        return None
 
 
 def row_tokens(row: dict[str, Any]) -> dict[str, int | None]:
@@ -156,10 +172,12 @@ class PriceStage:
     def find_rule(
         self, provider: str | None, model: str | None, request_model: str | None, at_unix_nano: int
     ) -> PriceRule | None:
-        """The response model's price, else the request model's (e.g. an Azure deployment name)."""
-        for name in (model, request_model):
-            if name:
-                rule = self.chain.lookup(provider, name, at_unix_nano)
+        """A custom price for the response or the request model (an Azure deployment name, say) wins;
+        then the providers' price for the response model, then for the request model."""
+        names = [name for name in (model, request_model) if name]
+        for find in (self.chain.custom_rule, self.chain.provider_rule):
+            for name in names:
+                rule = find(provider, name, at_unix_nano)
                 if rule is not None:
                     return rule
         return None

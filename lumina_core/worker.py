@@ -8,7 +8,7 @@ import logging
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lumina_core.extraction import ExtractStage
-from lumina_core.plugin_api import Delivery, QueueBackend, QueueUnavailable
+from lumina_core.plugin_api import BatchRejected, Delivery, QueueBackend, QueueUnavailable
 from lumina_core.pricing import PriceStage
 from lumina_core.storage.writer import PreparedRows, SpanWriter
 
@@ -37,67 +37,68 @@ class Worker:
         storing: asyncio.Task[None] | None = None
         try:
             async for group in self.queue.consume(self.batch_max_spans):
-                rows = await self._extract(group)
+                prepared = await asyncio.to_thread(self._prepare, group)
+                ready = []
+                for delivery, rows in zip(group, prepared, strict=True):
+                    if isinstance(rows, Exception):
+                        await delivery.nack(BatchRejected(f"spans could not be processed: {rows}"), retryable=False)
+                    else:
+                        ready.append((delivery, rows))
                 if storing is not None:
                     await storing
                     storing = None
-                if rows is not None:
-                    storing = asyncio.create_task(self._store(group, rows))
+                if ready:
+                    storing = asyncio.create_task(self._store(ready))
         finally:
             if storing is not None:
                 await storing
 
-    async def process(self, group: list[Delivery]) -> None:
-        """Extract and store one group of deliveries, acking or nacking each."""
-        rows = await self._extract(group)
-        if rows is not None:
-            await self._store(group, rows)
-
-    def _rows(self, group: list[Delivery]) -> list[PreparedRows]:
-        """The extract and price stages, and the rows' driver parameters: all CPU, run off the event loop."""
-        prepared = []
+    def _prepare(self, group: list[Delivery]) -> list[PreparedRows | Exception]:
+        """Extract, price and make driver parameters (all CPU, run off the event loop), batch by batch,
+        so that a batch that cannot be processed fails alone."""
+        prepared: list[PreparedRows | Exception] = []
         for delivery in group:
-            rows = self.extract.rows(delivery.batch)
-            self.price.apply(rows)
-            prepared.append(self.writer.prepare(rows))
+            try:
+                rows = self.extract.rows(delivery.batch)
+                self.price.apply(rows)
+                prepared.append(self.writer.prepare(rows))
+            except Exception as exc:
+                log.exception("a batch of %d spans could not be processed", len(delivery.batch.spans))
+                prepared.append(exc)
         return prepared
 
-    async def _extract(self, group: list[Delivery]) -> list[PreparedRows] | None:
+    async def _store(self, items: list[tuple[Delivery, PreparedRows]]) -> None:
         try:
-            return await asyncio.to_thread(self._rows, group)
-        except Exception as exc:  # an extractor bug must not stall the queue
-            log.exception("extraction failed")
-            for delivery in group:
-                await delivery.nack(exc, retryable=False)
-            return None
-
-    async def _store(self, group: list[Delivery], rows: list[PreparedRows]) -> None:
-        try:
-            await self.writer.write(*rows)
+            await self.writer.write(*(rows for _, rows in items))
         except Exception as exc:
-            if len(group) == 1:
-                await self._fail(group[0], exc)
+            if _retryable(exc) or len(items) == 1:
+                for delivery, _ in items:
+                    await self._fail(delivery, exc)
                 return
-            log.warning("group commit of %d batches failed (%s); retrying one by one", len(group), exc)
-            for delivery, batch_rows in zip(group, rows, strict=True):
+            log.warning("group commit of %d batches failed (%s); retrying one by one", len(items), exc)
+            for delivery, rows in items:
                 try:
-                    await self.writer.write(batch_rows)
+                    await self.writer.write(rows)
                 except Exception as single_exc:
                     await self._fail(delivery, single_exc)
                 else:
-                    await self._done(delivery, batch_rows.count)
+                    await self._done(delivery, rows.count)
             return
-        for delivery, batch_rows in zip(group, rows, strict=True):
-            await self._done(delivery, batch_rows.count)
+        for delivery, rows in items:
+            await self._done(delivery, rows.count)
 
     async def _done(self, delivery: Delivery, count: int) -> None:
         self.spans_stored += count
         await delivery.ack()
 
     async def _fail(self, delivery: Delivery, exc: Exception) -> None:
-        retryable = isinstance(exc, OperationalError | OSError) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        )
         log.error("storing a batch of %d spans failed: %s", len(delivery.batch.spans), exc)
-        error = QueueUnavailable(f"storage failed: {exc.__class__.__name__}") if retryable else exc
-        await delivery.nack(error, retryable=retryable)
+        if _retryable(exc):
+            await delivery.nack(QueueUnavailable(f"storage unavailable: {exc.__class__.__name__}"), retryable=True)
+        else:
+            await delivery.nack(BatchRejected(f"spans could not be stored: {exc.__class__.__name__}"), retryable=False)
+
+
+def _retryable(exc: Exception) -> bool:
+    """Storage being down or busy (worth a retry), as opposed to data it will never accept."""
+    return isinstance(exc, OperationalError | OSError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)

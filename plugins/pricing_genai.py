@@ -30,7 +30,9 @@ _BUCKET_KEYS = {
     "output": "output_mtok",
     "cache_read": "cache_read_mtok",
     "cache_write": "cache_write_mtok",
+    "reasoning": "output_reasoning_mtok",
 }
+LOOKUP_CACHE_SIZE = 10_000
 
 
 def _base(price: Any) -> float | None:
@@ -49,8 +51,11 @@ def _tier_price(price: Any, threshold: int) -> float | None:
     return float(applicable)
 
 
-def price_rule(provider_id: str, model_id: str, model_price: Any) -> PriceRule:
+def price_rule(provider_id: str, model_id: str, model_price: Any) -> PriceRule | None:
+    """Token prices as a rule; ``None`` for a model priced only in other units (audio hours, pages)."""
     values = {bucket: getattr(model_price, key) for bucket, key in _BUCKET_KEYS.items()}
+    if values["input"] is None and values["output"] is None:
+        return None
     thresholds = sorted(
         {tier.start for price in values.values() if isinstance(price, TieredPrices) for tier in price.tiers}
     )
@@ -64,6 +69,7 @@ def price_rule(provider_id: str, model_id: str, model_price: Any) -> PriceRule:
             output=prices["output"] or 0.0,
             cache_read=prices["cache_read"],
             cache_write=prices["cache_write"],
+            reasoning=prices["reasoning"],
             tiers=tiers,
         )
 
@@ -76,12 +82,34 @@ def price_rule(provider_id: str, model_id: str, model_price: Any) -> PriceRule:
 
 class GenAIPricesProvider:
     """Prices from genai-prices. Dated snapshots, aliases and ``provider/model`` names resolve as the
-    package resolves them; a model it does not know is left unpriced."""
+    package resolves them; a model it does not know is left unpriced.
+
+    Which model a name means is cached; its prices are taken at each call's time, because some
+    change with the date or even the time of day (DeepSeek's off-peak prices).
+    """
 
     def __init__(self) -> None:
         self.snapshot = data_snapshot.get_snapshot()
+        self._models: dict[tuple[str | None, str], tuple[str, Any] | None] = {}
+        self._rules: dict[int, PriceRule | None] = {}  # by the identity of genai-prices' price object
 
     def lookup(self, provider: str | None, model: str, at: datetime) -> PriceRule | None:
+        key = (provider, model)
+        if key not in self._models:
+            if len(self._models) >= LOOKUP_CACHE_SIZE:  # names come from clients: stay bounded
+                self._models = {}
+            self._models[key] = self._find(provider, model)
+        found = self._models[key]
+        if found is None:
+            return None
+        provider_id, info = found
+        model_price = info.get_prices(at)
+        rule_key = id(model_price)
+        if rule_key not in self._rules:
+            self._rules[rule_key] = price_rule(provider_id, info.id, model_price)
+        return self._rules[rule_key]
+
+    def _find(self, provider: str | None, model: str) -> tuple[str, Any] | None:
         if "/" in model and not model.startswith(("arn:", "projects/")):
             prefix, rest = model.split("/", 1)
             if self._provider_known(prefix):
@@ -92,9 +120,7 @@ class GenAIPricesProvider:
                 found_provider, info = self.snapshot.find_provider_model(model, None, candidate, None)
             except LookupError:
                 continue
-            if info.prices is None:
-                return None
-            return price_rule(found_provider.id, info.id, info.get_prices(at))
+            return (found_provider.id, info) if info.prices is not None else None
         return None
 
     def _provider_known(self, name: str) -> bool:

@@ -19,6 +19,7 @@ DEFAULT_SERVICE_NAME = "unknown_service"
 _KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 _ZERO_TRACE = bytes(16)
+MAX_TIME = 2**63 - 1
 _ZERO_SPAN = bytes(8)
 
 
@@ -145,6 +146,9 @@ def spans_from_request(request: ExportTraceServiceRequest) -> DecodedRequest:
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
                 if start == 0:
                     out.reject("start_time_unix_nano is missing")
+                    continue
+                if start > MAX_TIME or end > MAX_TIME:
+                    out.reject("span times must be before the year 2262 (signed 64-bit nanoseconds)")
                     continue
                 status = span.status
                 out.spans.append(

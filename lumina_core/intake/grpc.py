@@ -13,7 +13,7 @@ import grpc
 from lumina_core.intake.decode import MalformedRequest, parse_protobuf
 from lumina_core.intake.export import OFF_LOOP_BYTES, Intake
 from lumina_core.intake.http import DEFAULT_PROJECT
-from lumina_core.plugin_api import QueueFull, QueueUnavailable
+from lumina_core.plugin_api import BatchRejected, QueueFull, QueueUnavailable
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -25,7 +25,7 @@ def _export_handler(intake: Intake):
                 await asyncio.to_thread(parse_protobuf, body) if len(body) > OFF_LOOP_BYTES else parse_protobuf(body)
             )
             result = await intake.export(request, DEFAULT_PROJECT, len(body))
-        except MalformedRequest as exc:
+        except (MalformedRequest, BatchRejected) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (QueueFull, QueueUnavailable) as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

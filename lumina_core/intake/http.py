@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from lumina_core.intake.decode import MalformedRequest, parse_json, parse_protobuf
 from lumina_core.intake.export import OFF_LOOP_BYTES, Intake
-from lumina_core.plugin_api import QueueFull, QueueUnavailable
+from lumina_core.plugin_api import BatchRejected, QueueFull, QueueUnavailable
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -97,7 +97,7 @@ def otlp_http_endpoint(intake: Intake, max_request_bytes: int, max_decompressed_
         except RequestTooLarge:
             limit = max_request_bytes if encoding != "gzip" else max_decompressed_bytes
             return _status_response(413, code_pb2.INVALID_ARGUMENT, f"request body exceeds {limit} bytes", content_type)
-        except MalformedRequest as exc:
+        except (MalformedRequest, BatchRejected) as exc:
             return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
         except ClientDisconnect:
             return Response(status_code=400)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,13 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def json_dumps(value: Any) -> str:
-    # PostgreSQL's JSONB refuses \u0000 inside strings; keep the data, lose only the NUL character.
-    return orjson.dumps(value).decode().replace("\\u0000", "\\ufffd")
+    """JSON text for a JSON column. PostgreSQL's JSONB refuses ``\\u0000`` in strings, so NUL characters
+    become U+FFFD; a value orjson cannot encode (nested too deep) is kept as its truncated text."""
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        text = orjson.dumps({"unencodable": reprlib.repr(value)}).decode()
+    return text.replace("\\u0000", "\\ufffd")
 
 
 def create_engine(url: str, *, sqlite_synchronous: str = "full") -> AsyncEngine:

@@ -52,11 +52,11 @@ class Span(SQLModel, table=True):
     request_model: str | None = None
     response_model: str | None = None
     model: str | None = None
-    input_tokens: int | None = None
-    cache_read_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
     cost_usd: float | None = None
     cost_source: str | None = Field(default=None, description="span, custom, or the pricing provider's name")
     pricing_status: str | None = Field(default=None, description="priced, unpriced or no_usage; NULL if not LLM")
@@ -98,11 +98,11 @@ class Trace(SQLModel, table=True):
     llm_span_count: int
     error_count: int
     status: str
-    input_tokens: int | None = None
-    cache_read_tokens: int | None = None
-    cache_write_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
     cost_usd: float | None = None
 
 

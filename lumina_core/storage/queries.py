@@ -159,7 +159,7 @@ async def unpriced_models(engine: AsyncEngine, project_id: str) -> list[dict[str
             s.provider,
             s.model,
             sa.func.count().label("span_count"),
-            *(sa.func.sum(s[name]).label(name) for name in TOKEN_COLUMNS),
+            *(sa.cast(sa.func.sum(s[name]), sa.BigInteger).label(name) for name in TOKEN_COLUMNS),
             sa.func.min(s.start_time_unix_nano).label("first_seen_unix_nano"),
             sa.func.max(s.start_time_unix_nano).label("last_seen_unix_nano"),
         )

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 
+MAX_COUNT = 2**63 - 1
+
 
 def as_int(value: Any) -> int | None:
+    """A count: a non-negative integer that fits a BIGINT, from an int, a whole float or decimal text."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() else None
+    elif isinstance(value, str):
+        value = int(value) if value.isascii() and value.isdecimal() and len(value) < 20 else None
+    if isinstance(value, int) and 0 <= value <= MAX_COUNT:
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            return None
     return None
 
 
@@ -39,7 +40,7 @@ def reported_cost(value: Any, tokens: int | None) -> float | None:
     """A cost the span reports itself. Some libraries write 0 for models they cannot price; with
     tokens used, a zero is their "unknown", not a free call."""
     cost = as_float(value)
-    if cost == 0 and (tokens or 0) > 0:
+    if cost is None or not math.isfinite(cost) or cost < 0 or (cost == 0 and (tokens or 0) > 0):
         return None
     return cost
 
@@ -98,7 +99,7 @@ def indexed(attrs: dict[str, Any], prefix: str, wrapper: str = "") -> list[dict[
         if not key.startswith(prefix):
             continue
         index, _, path = key[start:].partition(".")
-        if not path or not index.isdigit():
+        if not path or not (index.isascii() and index.isdecimal()) or len(index) > 6:
             continue
         if wrapper and path.startswith(wrapper):
             path = path[len(wrapper) :]
@@ -127,7 +128,7 @@ def _lists(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {k: _lists(v) for k, v in node.items()}
-    if converted and all(k.isdigit() for k in converted):
+    if converted and all(k.isascii() and k.isdecimal() and len(k) <= 6 for k in converted):
         return [converted[k] for k in sorted(converted, key=int)]
     return converted
 
