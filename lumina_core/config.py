@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lumina_core.plugin_api import ConfigError
 
 ENV_PREFIX = "LUMINA_"
+MAX_UNIX_NANO = 2**63 - 1
 ENV_ALIASES = {"LUMINA_DATABASE_URL": ("storage", "url")}
 ENV_NOT_SETTINGS = {"LUMINA_CONFIG"}
 _INDIRECTION = re.compile(r"\$\{(env|file):([^}]+)\}")
@@ -81,7 +82,9 @@ class CustomPriceSettings(Section):
     effective_from: datetime | date | None = None
 
     @model_validator(mode="after")
-    def _pattern_compiles(self) -> CustomPriceSettings:
+    def _check(self) -> CustomPriceSettings:
+        if self.effective_from is not None and self.effective_from_unix_nano() > MAX_UNIX_NANO:  # type: ignore[operator]
+            raise ValueError("effective_from must be before the year 2262")
         if self.match == "regex":
             try:
                 re.compile(self.model)
@@ -207,11 +210,14 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], errors: li
 
 
 def _parse_env_value(value: str) -> Any:
-    """``9000`` → int, ``true`` → bool, ``["a","b"]`` → list; anything else stays a string."""
-    try:
-        return tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return value
+    """``["a","b"]`` and ``{…}`` are read as TOML; anything else stays a string, which the settings
+    model converts where the field wants a number or a boolean (so a numeric password stays text)."""
+    if value.strip()[:1] in ("[", "{"):
+        try:
+            return tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            return value
+    return value
 
 
 def _set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 
+MAX_LABEL_SETS = 1_000
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -20,10 +23,16 @@ class Metrics:
             ["provider", "model"],
             registry=self.registry,
         )
+        self._unpriced_labels: set[tuple[str, str]] = set()
         self.queue_depth = Gauge("lumina_queue_depth_spans", "Spans waiting to be stored", registry=self.registry)
 
     def unpriced(self, provider: str | None, model: str | None) -> None:
-        self.unpriced_spans.labels(provider or "", model or "").inc()
+        labels = (provider or "", model or "")
+        if labels not in self._unpriced_labels:
+            if len(self._unpriced_labels) >= MAX_LABEL_SETS:  # model names come from clients
+                labels = ("other", "other")
+            self._unpriced_labels.add(labels)
+        self.unpriced_spans.labels(*labels).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

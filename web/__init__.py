@@ -47,13 +47,11 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
         if trace is None:
             return _page(request, "not_found.html", {"what": "trace"})
         flat: list[tuple[int, dict]] = []
-
-        def walk(spans: list[dict], depth: int) -> None:
-            for span in spans:
-                flat.append((depth, span))
-                walk(span["children"], depth + 1)
-
-        walk(trace["spans"], 0)
+        stack = [(0, span) for span in reversed(trace["spans"])]
+        while stack:
+            depth, span = stack.pop()
+            flat.append((depth, span))
+            stack.extend((depth + 1, child) for child in reversed(span["children"]))
         return _page(request, "trace.html", {"trace": trace, "rows": flat})
 
     return [

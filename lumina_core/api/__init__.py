@@ -12,6 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lumina_core.config import to_unix_nano
+from lumina_core.storage.queries import MAX_UNIX_NANO
+
 if TYPE_CHECKING:
     from lumina_core.app import Lumina
 
@@ -31,19 +34,23 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def time_param(request: Request, name: str) -> int | None:
-    """An ISO 8601 timestamp (``2026-12-01T10:00:00Z``) or Unix milliseconds → Unix nanoseconds."""
+    """An ISO 8601 time with a zone (``2026-12-01T10:00:00Z``) or Unix milliseconds → Unix nanoseconds."""
     value = request.query_params.get(name)
     if not value:
         return None
-    if value.isdigit():
-        return int(value) * 1_000_000
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name}: not an ISO 8601 time or Unix milliseconds") from None
-    if parsed.tzinfo is None:
-        raise ApiError(400, "invalid_parameter", f"{name}: give a time zone, e.g. a trailing Z")
-    return int(parsed.timestamp() * 1e9)
+    if value.isascii() and value.isdecimal():
+        unix_nano = int(value) * 1_000_000 if len(value) <= 16 else MAX_UNIX_NANO + 1
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(400, "invalid_parameter", f"{name}: not an ISO 8601 time or Unix milliseconds") from None
+        if parsed.tzinfo is None:
+            raise ApiError(400, "invalid_parameter", f"{name}: give a time zone, e.g. a trailing Z")
+        unix_nano = to_unix_nano(parsed)
+    if not 0 <= unix_nano <= MAX_UNIX_NANO:
+        raise ApiError(400, "invalid_parameter", f"{name}: must be between 1970 and 2262")
+    return unix_nano
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -62,10 +62,10 @@ def routes(lumina: Lumina) -> list[Route]:
         return json_response(_price_out(row, "api"), 201)
 
     async def delete_custom(request: Request) -> Response:
-        try:
-            price_id = int(request.path_params["price_id"])
-        except ValueError:
-            raise ApiError(404, "not_found", "no such custom price") from None
+        raw_id = request.path_params["price_id"]
+        if not (raw_id.isascii() and raw_id.isdecimal() and len(raw_id) <= 9):
+            raise ApiError(404, "not_found", f"custom price {raw_id} not found")
+        price_id = int(raw_id)
         if not await delete_custom_price(lumina.engine, price_id):
             raise ApiError(404, "not_found", f"custom price {price_id} not found")
         await lumina.reload_custom_prices()

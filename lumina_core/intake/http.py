@@ -24,7 +24,7 @@ DEFAULT_PROJECT = "default"
 
 
 class RequestTooLarge(Exception):
-    pass
+    """The body, as sent or once decompressed, is over its limit (HTTP 413)."""
 
 
 def _encode(message: Message, content_type: str) -> bytes:
@@ -42,29 +42,34 @@ def _status_response(http_status: int, code: int, message: str, content_type: st
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge
+    too_large = RequestTooLarge(f"request body exceeds {limit} bytes")
+    if declared is not None and declared.isascii() and declared.isdecimal() and int(declared) > limit:
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestTooLarge
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress at most ``limit`` bytes, so a small gzip bomb cannot exhaust memory."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise MalformedRequest(f"invalid gzip body: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise RequestTooLarge
-    if not inflater.eof:
-        raise MalformedRequest("invalid gzip body: truncated")
-    return out
+    """Decompress every gzip member, at most ``limit`` bytes in all, so a gzip bomb cannot exhaust memory."""
+    out = bytearray()
+    rest = body
+    while rest:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise MalformedRequest(f"invalid gzip body: {exc}") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise RequestTooLarge(f"request body exceeds {limit} bytes once decompressed")
+        if not inflater.eof:
+            raise MalformedRequest("invalid gzip body: truncated")
+        rest = inflater.unused_data
+    return bytes(out)
 
 
 def otlp_http_endpoint(intake: Intake, max_request_bytes: int, max_decompressed_bytes: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
 
 MAX_PAGE = 500
+MAX_TREE_DEPTH = 64
+MAX_UNIX_NANO = 2**63 - 1
 
 
 class InvalidCursor(ValueError):
@@ -43,6 +46,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         start, trace_id = text.split(":", 1)
+        if not (start.isascii() and start.isdecimal() and int(start) <= MAX_UNIX_NANO):
+            raise ValueError(start)
         return int(start), trace_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("invalid cursor") from None
@@ -127,22 +132,47 @@ async def get_trace(engine: AsyncEngine, project_id: str, trace_id: str) -> dict
 
 
 def span_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Nest spans under their parents (``children``). Order is kept; a span whose parent is missing,
-    or whose ancestry loops back on itself, becomes a root."""
+    """Nest spans under their parents (``children``), in O(n) and without recursion.
+
+    A span whose parent is missing, or whose ancestry loops back on itself, becomes a root; so does a
+    span nested deeper than ``MAX_TREE_DEPTH`` (it keeps its ``parent_span_id``), which keeps the JSON
+    of a pathological trace within what encoders and browsers handle.
+    """
     by_id = {span["span_id"]: span for span in spans}
+    children: dict[str, list[dict[str, Any]]] = {}
+    natural_roots = []
     for span in spans:
         span["children"] = []
-    roots = []
-    for span in spans:
-        parent = by_id.get(span["parent_span_id"] or "")
-        ancestor, seen = parent, {span["span_id"]}
-        while ancestor is not None and ancestor["span_id"] not in seen:
-            seen.add(ancestor["span_id"])
-            ancestor = by_id.get(ancestor["parent_span_id"] or "")
-        if parent is None or ancestor is not None:
-            roots.append(span)
+        parent_id = span["parent_span_id"]
+        if parent_id and parent_id in by_id and parent_id != span["span_id"]:
+            children.setdefault(parent_id, []).append(span)
         else:
-            parent["children"].append(span)
+            natural_roots.append(span)
+    roots: list[dict[str, Any]] = []
+    placed: set[str] = set()
+
+    def place(root: dict[str, Any]) -> None:
+        placed.add(root["span_id"])
+        roots.append(root)
+        queue = deque([(root, 0)])
+        while queue:
+            node, depth = queue.popleft()
+            for child in children.get(node["span_id"], ()):
+                if child["span_id"] in placed:
+                    continue
+                placed.add(child["span_id"])
+                if depth + 1 > MAX_TREE_DEPTH:
+                    roots.append(child)
+                    queue.append((child, 0))
+                else:
+                    node["children"].append(child)
+                    queue.append((child, depth + 1))
+
+    for span in natural_roots:
+        place(span)
+    for span in spans:  # spans on a parent loop were not reached from any root
+        if span["span_id"] not in placed:
+            place(span)
     return roots
 
 

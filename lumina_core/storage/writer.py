@@ -103,6 +103,7 @@ class SpanWriter:
         # statement make that wait 128 times rarer.
         self._rows_per_statement = 128 if dialect == "sqlite" else 1
         self._multi_row_cache: dict[int, str] = {}
+        self._strip_nul = dialect == "postgresql"  # PostgreSQL text cannot hold NUL characters
 
     def prepare(self, rows: Sequence[dict[str, Any]]) -> PreparedRows:
         """Turn span rows into driver parameters (pure CPU: the worker runs it off the event loop)."""
@@ -142,6 +143,8 @@ class SpanWriter:
                     values[i] = text
                 else:
                     values[i] = json_dumps(value)
+            if self._strip_nul:
+                values = [v.replace("\x00", "\ufffd") if type(v) is str and "\x00" in v else v for v in values]
             out.append(tuple(values))
         return out
 

@@ -136,13 +136,14 @@ def _lists(node: Any) -> Any:
 def normalise_message(message: Any) -> dict[str, Any]:
     """One chat message as ``{"role", "content", …}``; OTel ``parts`` are joined into ``content``.
 
-    The message is one this module decoded, so it is completed in place rather than copied.
+    A message that needs completing is copied first: it may be the span's own attribute value.
     """
     if not isinstance(message, dict):
         return {"role": None, "content": as_str(message)}
     parts = message.get("parts")
     if not isinstance(parts, list) or "content" in message:
         return message
+    message = dict(message)
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in parts:
