@@ -166,6 +166,7 @@ class SpanWriter:
             for project_id, ids in response_ids.items():
                 touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
             for project_id, trace_ids in touched.items():
+                await self.lock_traces(conn, project_id, trace_ids)
                 await self.refresh_rollups(conn, project_id, trace_ids)
 
     def _multi_row_sql(self, rows: int) -> str:
@@ -175,6 +176,22 @@ class SpanWriter:
             one, _, tail = rest.partition(") ")
             sql = self._multi_row_cache[rows] = f"{head} VALUES {', '.join([one + ')'] * rows)} {tail}"
         return sql
+
+    async def lock_traces(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
+        """On PostgreSQL, hold a transaction lock per trace before its rollup is recomputed.
+
+        Otherwise two transactions writing spans of one trace each compute the rollup from a snapshot
+        without the other's spans, and the later one overwrites the earlier with a short count. After
+        the lock, the rollup statement sees whatever the previous holder committed. (SQLite runs one
+        writer at a time and needs nothing.)
+        """
+        if self.engine.dialect.name != "postgresql":
+            return
+        keys = sorted(f"{project_id}/{trace_id}" for trace_id in trace_ids)  # one order: no deadlocks
+        await conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": keys},
+        )
 
     async def refresh_rollups(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
         """Recompute the ``traces`` rows of these traces from their spans."""
