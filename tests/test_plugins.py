@@ -18,6 +18,9 @@ from lumina_core.components import build_components
 from lumina_core.config import load_settings
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost, builtin_plugins
+from tests.support.otlp import raw_request
+
+builtin_plugins_before = builtin_plugins
 
 
 def plugin_module(name: str, **hooks) -> ModuleType:
@@ -141,3 +144,50 @@ def test_plugins_are_listed_by_cli_and_endpoint(sqlite_server, installed_plugin:
     listed = httpx.get(f"{sqlite_server.http_url}/-/plugins").json()["plugins"]
     names = {p["name"]: p for p in listed}
     assert names["lumina_plugins.memory_queue"]["types"] == {"queue_backend": ["memory"]}
+
+
+def test_third_party_queue_backend_and_pricing_provider_run_the_pipeline(lumina_factory, monkeypatch) -> None:
+    """A plugin's queue backend carries the spans and its pricing provider prices them."""
+    from lumina_plugins.memory_queue import MemoryQueue, MemoryQueueConfig
+
+    from lumina_core import PriceRule
+
+    put_counts: list[int] = []
+
+    class CountingQueue(MemoryQueue):
+        async def put(self, batch):
+            put_counts.append(len(batch.spans))
+            await super().put(batch)
+
+    class FixedPrices:
+        def lookup(self, provider, model, at):
+            return PriceRule(source="fixed", rule="fixed:all", input=1.0, output=2.0) if model == "x-1" else None
+
+    plugin = plugin_module(
+        "lumina_test_components",
+        lumina_register_queue_backends=lambda: [
+            ComponentFactory(
+                type="counting",
+                create=lambda ctx, config: CountingQueue(config),
+                config_model=MemoryQueueConfig,
+                description="test",
+            )
+        ],
+        lumina_register_pricing_providers=lambda: [
+            ComponentFactory(
+                type="fixed", create=lambda ctx, config: FixedPrices(), config_model=ComponentConfig, description="test"
+            )
+        ],
+    )
+    monkeypatch.setattr("lumina_core.plugins.builtin_plugins", lambda: [*builtin_plugins_before(), plugin])
+    server = lumina_factory(**{"queue.type": "counting", "pricing.providers": ["fixed"]})
+    request = raw_request(
+        [{"name": "c", "attributes": {"gen_ai.request.model": "x-1", "gen_ai.usage.input_tokens": 1_000_000}}]
+    )
+    response = httpx.post(
+        server.otlp_http_url, content=request.SerializeToString(), headers={"content-type": "application/x-protobuf"}
+    )
+    assert response.status_code == 200
+    assert put_counts == [1]
+    (trace,) = httpx.get(f"{server.http_url}/api/v1/traces").json()["data"]
+    assert trace["cost_usd"] == 1.0
