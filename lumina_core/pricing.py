@@ -101,10 +101,6 @@ class PricingChain:
         )
         self._custom = _CustomRules(tuple(ordered))
 
-    @property
-    def custom(self) -> tuple[CustomPriceRule, ...]:
-        return self._custom.rules
-
     def lookup(self, provider: str | None, model: str, at_unix_nano: int) -> PriceRule | None:
         return self.custom_rule(provider, model, at_unix_nano) or self.provider_rule(provider, model, at_unix_nano)
 
