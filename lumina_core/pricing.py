@@ -66,13 +66,14 @@ class CustomPriceRule:
         )
 
 
-def cost_usd(rule: PriceRule, tokens: dict[str, int | None]) -> float | None:
-    """USD for one call: sum of bucket * price per 1M tokens. ``None`` when no bucket was reported."""
+def price_call(rule: PriceRule, tokens: dict[str, int | None]) -> tuple[PriceRule, float | None]:
+    """The prices that apply to one call (its tier) and its cost in USD: the sum of bucket * price per
+    1M tokens. The cost is ``None`` when no bucket was reported."""
     known = {bucket: count for bucket, count in tokens.items() if count is not None}
+    applied = rule.for_prompt(sum(known.get(b, 0) for b in PROMPT_BUCKETS))
     if not known:
-        return None
-    prices = rule.for_prompt(sum(known.get(b, 0) for b in PROMPT_BUCKETS))
-    return sum(count * prices.per_mtok(bucket) for bucket, count in known.items()) / 1_000_000
+        return applied, None
+    return applied, sum(count * applied.per_mtok(bucket) for bucket, count in known.items()) / 1_000_000
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,7 @@ class PriceStage:
         if rule is None:
             self.on_unpriced(row["provider"], row["model"])
             return {"cost_usd": None, "cost_source": None, "pricing_status": "unpriced", "pricing_rule": None}
-        tokens = row_tokens(row)
-        applied = rule.for_prompt(sum(tokens[b] or 0 for b in PROMPT_BUCKETS))
-        cost = cost_usd(applied, tokens)
+        applied, cost = price_call(rule, row_tokens(row))
         return {
             "cost_usd": cost,
             "cost_source": applied.source,

@@ -15,7 +15,7 @@ from lumina_core.api import ApiError, int_param, json_response, time_param
 from lumina_core.config import CustomPriceSettings
 from lumina_core.intake.http import DEFAULT_PROJECT
 from lumina_core.plugin_api import TOKEN_BUCKETS
-from lumina_core.pricing import PROMPT_BUCKETS, cost_usd
+from lumina_core.pricing import price_call
 from lumina_core.storage import queries
 from lumina_core.storage.prices import add_custom_price, delete_custom_price, list_custom_prices
 from lumina_core.storage.queries import iso
@@ -55,7 +55,6 @@ def routes(lumina: Lumina) -> list[Route]:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
             raise ApiError(422, "invalid_price", problems) from None
         values = {**price.model_dump(exclude={"effective_from"})}
-        values["provider"] = values["provider"].lower() if values["provider"] else None
         values["effective_from_unix_nano"] = price.effective_from_unix_nano()
         row = await add_custom_price(lumina.engine, values)
         await lumina.reload_custom_prices()
@@ -97,13 +96,13 @@ def routes(lumina: Lumina) -> list[Route]:
                     "prices_per_mtok": None,
                 }
             )
-        applied = rule.for_prompt(sum(tokens[b] or 0 for b in PROMPT_BUCKETS))
+        applied, cost = price_call(rule, tokens)
         return json_response(
             {
                 "model": model,
                 "provider": provider,
                 "pricing_status": "priced",
-                "cost_usd": cost_usd(rule, tokens),
+                "cost_usd": cost,
                 "source": applied.source,
                 "rule": applied.rule,
                 "prices_per_mtok": {bucket: applied.per_mtok(bucket) for bucket in TOKEN_BUCKETS},
