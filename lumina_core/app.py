@@ -56,6 +56,7 @@ class Lumina:
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
+        self._worker_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def _config_prices(self) -> list[CustomPriceRule]:
@@ -88,8 +89,9 @@ class Lumina:
         await migrate(self.engine)
         await self.reload_custom_prices()
         await self.queue.start()
+        self._worker_task = asyncio.create_task(self.worker.run(), name="lumina-worker")
         self._tasks = [
-            asyncio.create_task(self.worker.run(), name="lumina-worker"),
+            self._worker_task,
             asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
         ]
         server = self.settings.server
@@ -117,7 +119,7 @@ class Lumina:
             checks["database"] = {"ok": True}
         except Exception as exc:
             checks["database"] = {"ok": False, "error": str(exc)}
-        worker_alive = bool(self._tasks) and not self._tasks[0].done()
+        worker_alive = self._worker_task is not None and not self._worker_task.done()
         checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
         checks["queue"] = {"ok": True, "depth_spans": self.queue.depth()}
         return checks

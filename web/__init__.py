@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from lumina_core.intake.export import DEFAULT_PROJECT
 from lumina_core.storage import queries
 
 if TYPE_CHECKING:
@@ -36,14 +37,14 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
         )
         try:
             traces, next_cursor = await queries.list_traces(
-                lumina.engine, "default", flt, 50, request.query_params.get("cursor") or None
+                lumina.engine, DEFAULT_PROJECT, flt, 50, request.query_params.get("cursor") or None
             )
         except queries.InvalidCursor:
             traces, next_cursor = [], None
         return _page(request, "traces.html", {"traces": traces, "next_cursor": next_cursor, "filter": flt})
 
     async def trace_detail(request: Request) -> Response:
-        trace = await queries.get_trace(lumina.engine, "default", request.path_params["trace_id"].lower())
+        trace = await queries.get_trace(lumina.engine, DEFAULT_PROJECT, request.path_params["trace_id"].lower())
         if trace is None:
             return _page(request, "not_found.html", {"what": "trace"})
         flat: list[tuple[int, dict]] = []

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from lumina_core.api import ApiError, int_param, json_response, time_param
 from lumina_core.config import CustomPriceSettings
-from lumina_core.intake.http import DEFAULT_PROJECT
+from lumina_core.intake.export import DEFAULT_PROJECT
 from lumina_core.plugin_api import TOKEN_BUCKETS
 from lumina_core.pricing import price_call
 from lumina_core.storage import queries

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lumina_core.api import ApiError, int_param, json_response, time_param
-from lumina_core.intake.http import DEFAULT_PROJECT
+from lumina_core.intake.export import DEFAULT_PROJECT
 from lumina_core.storage import queries
 
 if TYPE_CHECKING:

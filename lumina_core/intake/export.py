@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -14,6 +15,7 @@ from lumina_core.intake.decode import DecodedRequest, spans_from_request
 from lumina_core.metrics import Metrics
 from lumina_core.plugin_api import QueueBackend, SpanBatch
 
+DEFAULT_PROJECT = "default"
 OFF_LOOP_BYTES = 256 * 1024
 """Requests larger than this are converted in a worker thread so the event loop keeps serving."""
 
@@ -44,12 +46,18 @@ class Intake:
         self.queue = queue
         self.metrics = metrics
 
-    async def export(self, request: ExportTraceServiceRequest, project_id: str, size_hint: int = 0) -> ExportResult:
+    async def export(
+        self, body: bytes, parse: Callable[[bytes], ExportTraceServiceRequest], project_id: str
+    ) -> ExportResult:
+        """Decode ``body`` with ``parse`` (protobuf or OTLP/JSON), validate, and enqueue the spans.
+
+        Raises ``MalformedRequest`` for a body that cannot be decoded at all.
+        """
         decoded: DecodedRequest
-        if size_hint > OFF_LOOP_BYTES:
-            decoded = await asyncio.to_thread(spans_from_request, request)
+        if len(body) > OFF_LOOP_BYTES:
+            decoded = await asyncio.to_thread(lambda: spans_from_request(parse(body)))
         else:
-            decoded = spans_from_request(request)
+            decoded = spans_from_request(parse(body))
         if decoded.rejected:
             self.metrics.spans_rejected.inc(decoded.rejected)
         if decoded.spans:

@@ -6,13 +6,10 @@ malformed message is answered ``INVALID_ARGUMENT`` with a reason instead of gRPC
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
 from lumina_core.intake.decode import MalformedRequest, parse_protobuf
-from lumina_core.intake.export import OFF_LOOP_BYTES, Intake
-from lumina_core.intake.http import DEFAULT_PROJECT
+from lumina_core.intake.export import DEFAULT_PROJECT, Intake
 from lumina_core.plugin_api import BatchRejected, QueueFull, QueueUnavailable
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -21,10 +18,7 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 def _export_handler(intake: Intake):
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
-            request = (
-                await asyncio.to_thread(parse_protobuf, body) if len(body) > OFF_LOOP_BYTES else parse_protobuf(body)
-            )
-            result = await intake.export(request, DEFAULT_PROJECT, len(body))
+            result = await intake.export(body, parse_protobuf, DEFAULT_PROJECT)
         except (MalformedRequest, BatchRejected) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (QueueFull, QueueUnavailable) as exc:

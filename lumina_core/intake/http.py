@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Callable
 
@@ -14,13 +13,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from lumina_core.intake.decode import MalformedRequest, parse_json, parse_protobuf
-from lumina_core.intake.export import OFF_LOOP_BYTES, Intake
+from lumina_core.intake.export import DEFAULT_PROJECT, Intake
 from lumina_core.plugin_api import BatchRejected, QueueFull, QueueUnavailable
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 PARSERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {PROTOBUF: parse_protobuf, JSON: parse_json}
-DEFAULT_PROJECT = "default"
 
 
 class RequestTooLarge(Exception):
@@ -93,15 +91,9 @@ def otlp_http_endpoint(intake: Intake, max_request_bytes: int, max_decompressed_
             body = await _read_body(request, max_request_bytes)
             if encoding == "gzip":
                 body = gunzip(body, max_decompressed_bytes)
-            parse = PARSERS[content_type]
-            if len(body) > OFF_LOOP_BYTES:
-                export_request = await asyncio.to_thread(parse, body)
-            else:
-                export_request = parse(body)
-            result = await intake.export(export_request, DEFAULT_PROJECT, len(body))
-        except RequestTooLarge:
-            limit = max_request_bytes if encoding != "gzip" else max_decompressed_bytes
-            return _status_response(413, code_pb2.INVALID_ARGUMENT, f"request body exceeds {limit} bytes", content_type)
+            result = await intake.export(body, PARSERS[content_type], DEFAULT_PROJECT)
+        except RequestTooLarge as exc:
+            return _status_response(413, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
         except (MalformedRequest, BatchRejected) as exc:
             return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
         except ClientDisconnect:
