@@ -95,7 +95,6 @@ async def reprice(
             if updates:
                 await conn.execute(update, updates)
                 for project_id, trace_ids in touched.items():
-                    await writer.lock_traces(conn, project_id, trace_ids)
                     await writer.refresh_rollups(conn, project_id, trace_ids)
         total += len(rows)
         changed += len(updates)

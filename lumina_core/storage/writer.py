@@ -166,7 +166,6 @@ class SpanWriter:
             for project_id, ids in response_ids.items():
                 touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
             for project_id, trace_ids in touched.items():
-                await self.lock_traces(conn, project_id, trace_ids)
                 await self.refresh_rollups(conn, project_id, trace_ids)
 
     def _multi_row_sql(self, rows: int) -> str:
@@ -177,7 +176,7 @@ class SpanWriter:
             sql = self._multi_row_cache[rows] = f"{head} VALUES {', '.join([one + ')'] * rows)} {tail}"
         return sql
 
-    async def lock_traces(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
+    async def _lock_traces(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
         """On PostgreSQL, hold a transaction lock per trace before its rollup is recomputed.
 
         Otherwise two transactions writing spans of one trace each compute the rollup from a snapshot
@@ -194,8 +193,9 @@ class SpanWriter:
         )
 
     async def refresh_rollups(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
-        """Recompute the ``traces`` rows of these traces from their spans."""
+        """Recompute the ``traces`` rows of these traces from their spans (holding their locks)."""
         ids = sorted(trace_ids)
+        await self._lock_traces(conn, project_id, ids)
         for i in range(0, len(ids), ROLLUP_CHUNK):
             await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]})
 
