@@ -60,13 +60,7 @@ class Lumina:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _config_prices(self) -> list[CustomPriceRule]:
-        return [
-            CustomPriceRule.build(
-                **price.model_dump(exclude={"effective_from"}),
-                effective_from_unix_nano=price.effective_from_unix_nano(),
-            )
-            for price in self.settings.pricing.custom
-        ]
+        return [CustomPriceRule.build(**price.as_values()) for price in self.settings.pricing.custom]
 
     async def reload_custom_prices(self) -> None:
         """Custom prices from ``lumina.toml`` and from the database, into the in-memory pricing chain."""

@@ -95,6 +95,13 @@ class CustomPriceSettings(Section):
     def effective_from_unix_nano(self) -> int | None:
         return to_unix_nano(self.effective_from) if self.effective_from is not None else None
 
+    def as_values(self) -> dict[str, Any]:
+        """The price as stored and matched: ``effective_from`` in Unix nanoseconds."""
+        return {
+            **self.model_dump(exclude={"effective_from"}),
+            "effective_from_unix_nano": self.effective_from_unix_nano(),
+        }
+
 
 class PricingSettings(Section):
     providers: list[str] = Field(

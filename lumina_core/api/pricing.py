@@ -38,10 +38,7 @@ def _price_out(row: dict[str, Any], source: str) -> dict[str, Any]:
 
 def routes(lumina: Lumina) -> list[Route]:
     async def list_custom(request: Request) -> Response:
-        from_config = [
-            _price_out({**p.model_dump(), "effective_from_unix_nano": p.effective_from_unix_nano()}, "config")
-            for p in lumina.settings.pricing.custom
-        ]
+        from_config = [_price_out(p.as_values(), "config") for p in lumina.settings.pricing.custom]
         stored = [_price_out(row, "api") for row in await list_custom_prices(lumina.engine)]
         return json_response({"data": from_config + stored})
 
@@ -54,9 +51,7 @@ def routes(lumina: Lumina) -> list[Route]:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
             raise ApiError(422, "invalid_price", problems) from None
-        values = {**price.model_dump(exclude={"effective_from"})}
-        values["effective_from_unix_nano"] = price.effective_from_unix_nano()
-        row = await add_custom_price(lumina.engine, values)
+        row = await add_custom_price(lumina.engine, price.as_values())
         await lumina.reload_custom_prices()
         return json_response(_price_out(row, "api"), 201)
 
