@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lumina_plugins.extractors.values import as_float, as_str, first_int
 
-from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
+from lumina_core import TOKEN_BUCKETS, ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 
 KEYS = frozenset(
     {
@@ -17,7 +17,7 @@ KEYS = frozenset(
         "lumina.operation",
         "lumina.model",
         "lumina.cost_usd",
-        *(f"lumina.usage.{bucket}_tokens" for bucket in ("input", "cache_read", "cache_write", "output", "reasoning")),
+        *(f"lumina.usage.{bucket}_tokens" for bucket in TOKEN_BUCKETS),
     }
 )
 

@@ -99,7 +99,7 @@ def indexed(attrs: dict[str, Any], prefix: str, wrapper: str = "") -> list[dict[
         if not key.startswith(prefix):
             continue
         index, _, path = key[start:].partition(".")
-        if not path or not (index.isascii() and index.isdecimal()) or len(index) > 6:
+        if not path or not _is_index(index):
             continue
         if wrapper and path.startswith(wrapper):
             path = path[len(wrapper) :]
@@ -112,6 +112,11 @@ def indexed(attrs: dict[str, Any], prefix: str, wrapper: str = "") -> list[dict[
     if nested:
         return [_lists(items[i]) for i in sorted(items)]
     return [items[i] for i in sorted(items)]
+
+
+def _is_index(text: str) -> bool:
+    """A flattened list index: ASCII digits only (``"²".isdigit()`` is true), and not absurdly long."""
+    return text.isascii() and text.isdecimal() and len(text) <= 6
 
 
 def _set_nested(node: dict[str, Any], path: list[str], value: Any) -> None:
@@ -128,7 +133,7 @@ def _lists(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {k: _lists(v) for k, v in node.items()}
-    if converted and all(k.isascii() and k.isdecimal() and len(k) <= 6 for k in converted):
+    if converted and all(_is_index(k) for k in converted):
         return [converted[k] for k in sorted(converted, key=int)]
     return converted
 
