@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lumina_core import api
+from lumina_core.auth import Authenticator, is_loopback
 from lumina_core.components import build_components
 from lumina_core.config import Settings
 from lumina_core.extraction import ExtractStage
@@ -22,9 +23,11 @@ from lumina_core.intake.export import Intake
 from lumina_core.intake.grpc import create_grpc_server
 from lumina_core.intake.http import otlp_http_endpoint
 from lumina_core.metrics import Metrics
+from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.storage import queries
+from lumina_core.storage.cache import QueryCache
 from lumina_core.storage.database import create_engine, migrate
 from lumina_core.storage.prices import PRICE_FIELDS, list_custom_prices
 from lumina_core.storage.writer import SpanWriter
@@ -46,7 +49,9 @@ class Lumina:
         self.engine = create_engine(settings.database_url, sqlite_synchronous=settings.storage.sqlite_synchronous)
         self.writer = SpanWriter(self.engine)
         self.pricing = PricingChain(components.pricing_providers, self._config_prices())
-        self.intake = Intake(self.queue, self.metrics)
+        self.auth = Authenticator(self.engine)
+        self.cache = QueryCache(self.engine)
+        self.intake = Intake(self.queue, self.metrics, self.auth)
         self.worker = Worker(
             self.queue,
             ExtractStage(components.extractors),
@@ -81,6 +86,7 @@ class Lumina:
 
     async def start(self) -> None:
         await migrate(self.engine)
+        await self._refuse_open_on_network()
         await self.reload_custom_prices()
         await self.queue.start()
         self._worker_task = asyncio.create_task(self.worker.run(), name="lumina-worker")
@@ -95,6 +101,18 @@ class Lumina:
             )
             await self.grpc_server.start()
         log.info("Lumina started: database %s, OTLP/gRPC port %s", self.engine.url.render_as_string(), self.grpc_port)
+
+    async def _refuse_open_on_network(self) -> None:
+        server = self.settings.server
+        if is_loopback(server.host) or server.insecure or await self.auth.keys_exist():
+            return
+        message = (
+            f"refusing to serve on {server.host} without API keys: anyone who can reach it could read and write "
+            "every project. Create a key first (lumina keys create --project default --scope admin), "
+            "or start with --insecure (server.insecure = true) if a proxy in front of Lumina authenticates."
+        )
+        log.error(message)
+        raise ConfigError([("server.host", message)])
 
     async def stop(self) -> None:
         if self.grpc_server is not None:

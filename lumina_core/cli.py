@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import click
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumina_core.auth import DEFAULT_PROJECT, SCOPES, check_project_id, check_scopes, new_key
 from lumina_core.components import build_components
 from lumina_core.config import Settings, default_config_path, load_settings, read_settings, redacted
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
+from lumina_core.storage.projects import create_key, list_keys, revoke_key
+
+T = TypeVar("T")
 
 
 def _settings(config: Path | None, overrides: dict | None = None) -> Settings:
@@ -48,13 +55,15 @@ def main() -> None:
 @config_option
 @click.option("--host", help="address to bind (default 127.0.0.1)")
 @click.option("--port", type=int, help="dashboard, API and OTLP/HTTP port (default 8000)")
+@click.option("--insecure", is_flag=True, default=None, help="allow serving a non-loopback address without API keys")
 @click.option("--log-level", default="info", show_default=True)
-def serve(config: Path | None, host: str | None, port: int | None, log_level: str) -> None:
+def serve(config: Path | None, host: str | None, port: int | None, insecure: bool | None, log_level: str) -> None:
     """Run Lumina: OTLP intake (gRPC 4317, HTTP 4318), worker, API and dashboard in one process."""
     from lumina_core.app import Lumina
     from lumina_core.server import LuminaServer
 
-    overrides = {k: v for k, v in {"server.host": host, "server.port": port}.items() if v is not None}
+    options = {"server.host": host, "server.port": port, "server.insecure": insecure}
+    overrides = {k: v for k, v in options.items() if v is not None}
     settings = _settings(config, overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -66,6 +75,8 @@ def serve(config: Path | None, host: str | None, port: int | None, log_level: st
     ep = server.endpoints
     click.echo(f"Lumina dashboard and API on {ep.http_url}; OTLP/HTTP on {ep.otlp_http_url}")
     server.run()
+    if not server.started:
+        sys.exit(3)
 
 
 @main.command()
@@ -103,6 +114,77 @@ def reprice(config: Path | None, since: str, model: str | None) -> None:
         click.echo(f"{result.spans} spans repriced, {result.changed} changed")
 
     asyncio.run(run())
+
+
+def _run_on_database(config: Path | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` against the configured database, migrated to the current schema."""
+    import asyncio
+
+    from lumina_core.storage.database import create_engine, migrate
+
+    settings = _settings(config)
+
+    async def run() -> T:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (a key belongs to one project and has scopes)."""
+
+
+@keys.command("create")
+@config_option
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True, help="project the key belongs to")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPES), help="repeatable")
+@click.option("--name", default="", help="what the key is for")
+def keys_create(config: Path | None, project: str, scopes: tuple[str, ...], name: str) -> None:
+    """Create a key and print it (it is shown only this once; Lumina keeps only its hash)."""
+    try:
+        check_project_id(project)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--project") from None
+    key = new_key()
+    row = _run_on_database(
+        config, lambda engine: create_key(engine, project, name, check_scopes(scopes), key.key_hash, key.prefix)
+    )
+    click.echo(f"created key {row['id']} for project {project!r} with scopes {', '.join(row['scopes'])}:", err=True)
+    click.echo(key.secret)
+
+
+@keys.command("list")
+@config_option
+@click.option("--project", help="only this project's keys")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def keys_list(config: Path | None, project: str | None, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    rows = _run_on_database(config, lambda engine: list_keys(engine, project))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "revoked" if row["revoked_unix_nano"] else "live"
+        click.echo(
+            f"{row['id']}  {row['project_id']}  {row['prefix']}…  {','.join(row['scopes'])}  {state}  {row['name']}"
+        )
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("key_id", type=int)
+def keys_revoke(config: Path | None, key_id: int) -> None:
+    """Revoke key KEY_ID; it stops working at once, in every process."""
+    if not _run_on_database(config, lambda engine: revoke_key(engine, key_id)):
+        click.echo(f"no live key {key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"key {key_id} revoked")
 
 
 @main.group()

@@ -46,6 +46,7 @@ class ServerSettings(Section):
     otlp_grpc_port: int | None = Field(4317, ge=0, le=65535, description="OTLP/gRPC; null disables")
     max_request_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest request body, as sent")
     max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body after gunzip")
+    insecure: bool = Field(False, description="serve on a non-loopback address without API keys")
 
 
 class StorageSettings(Section):

@@ -185,7 +185,7 @@ def test_unknown_model_is_unpriced_not_zero_and_is_listed(server: Endpoints) -> 
     trace = cost_of(server, "openai", "gpt-4o")
     assert trace["cost_usd"] is not None
     unpriced = httpx.get(f"{server.http_url}/api/v1/pricing/unpriced").json()["data"]
-    assert [(u["provider"], u["model"], u["span_count"], u["input_tokens"]) for u in unpriced] == [
+    assert [(u["provider"], u["model"], u["requests"], u["input_tokens"]) for u in unpriced] == [
         ("acme", "acme-ultra-9000", 2, 200)
     ]
     metrics = httpx.get(f"{server.http_url}/metrics").text

@@ -11,8 +11,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from lumina_core.intake.export import DEFAULT_PROJECT
+from lumina_core.auth import Access, AuthError, InvalidProjectId, key_from_headers
 from lumina_core.storage import queries
+from lumina_core.storage.filters import STATUSES, SpanFilter
 
 if TYPE_CHECKING:
     from lumina_core.app import Lumina
@@ -22,29 +23,45 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'"
 
 
-def _page(request: Request, name: str, context: dict) -> Response:
-    response = templates.TemplateResponse(request, name, context)
+def _page(request: Request, name: str, context: dict, status: int = 200) -> Response:
+    response = templates.TemplateResponse(request, name, context, status_code=status)
     response.headers["Content-Security-Policy"] = CSP
     return response
 
 
 def routes(lumina: Lumina) -> list[BaseRoute]:
+    async def access(request: Request) -> Access | Response:
+        """Read access from the request's API key (header or ``lumina_key`` cookie), or an explanation."""
+        key = key_from_headers(request.headers.get) or request.cookies.get("lumina_key")
+        try:
+            return await lumina.auth.access(key, "read", request.query_params.get("project") or None)
+        except (AuthError, InvalidProjectId) as exc:
+            status = exc.status if isinstance(exc, AuthError) else 400
+            return _page(request, "denied.html", {"message": str(exc)}, status)
+
     async def trace_list(request: Request) -> Response:
-        flt = queries.TraceFilter(
+        allowed = await access(request)
+        if isinstance(allowed, Response):
+            return allowed
+        status = request.query_params.get("status")
+        flt = SpanFilter(
             service=request.query_params.get("service") or None,
             model=request.query_params.get("model") or None,
-            status=request.query_params.get("status") or None,
+            status=status if status in STATUSES else None,
         )
         try:
             traces, next_cursor = await queries.list_traces(
-                lumina.engine, DEFAULT_PROJECT, flt, 50, request.query_params.get("cursor") or None
+                lumina.engine, allowed.project_id, flt, cursor=request.query_params.get("cursor") or None
             )
         except queries.InvalidCursor:
             traces, next_cursor = [], None
         return _page(request, "traces.html", {"traces": traces, "next_cursor": next_cursor, "filter": flt})
 
     async def trace_detail(request: Request) -> Response:
-        trace = await queries.get_trace(lumina.engine, DEFAULT_PROJECT, request.path_params["trace_id"].lower())
+        allowed = await access(request)
+        if isinstance(allowed, Response):
+            return allowed
+        trace = await queries.get_trace(lumina.engine, allowed.project_id, request.path_params["trace_id"].lower())
         if trace is None:
             return _page(request, "not_found.html", {"what": "trace"})
         flat: list[tuple[int, dict]] = []

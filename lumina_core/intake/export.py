@@ -11,11 +11,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from lumina_core.auth import Authenticator
 from lumina_core.intake.decode import DecodedRequest, spans_from_request
 from lumina_core.metrics import Metrics
 from lumina_core.plugin_api import QueueBackend, SpanBatch
 
-DEFAULT_PROJECT = "default"
 OFF_LOOP_BYTES = 256 * 1024
 """Requests larger than this are converted in a worker thread so the event loop keeps serving."""
 
@@ -42,9 +42,17 @@ class Intake:
     are reported back through ``partial_success`` while the valid ones are stored.
     """
 
-    def __init__(self, queue: QueueBackend, metrics: Metrics) -> None:
+    def __init__(self, queue: QueueBackend, metrics: Metrics, auth: Authenticator) -> None:
         self.queue = queue
         self.metrics = metrics
+        self.auth = auth
+
+    async def project_for(self, key: str | None, project_id: str | None) -> str:
+        """The project an export with this API key (and ``x-lumina-project``) files its spans under.
+
+        Raises ``AuthError`` when the key may not ingest, ``InvalidProjectId`` for a malformed project id.
+        """
+        return (await self.auth.access(key, "ingest", project_id)).project_id
 
     async def export(
         self, body: bytes, parse: Callable[[bytes], ExportTraceServiceRequest], project_id: str

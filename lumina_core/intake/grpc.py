@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import grpc
 
+from lumina_core.auth import PROJECT_HEADER, AuthError, InvalidProjectId, key_from_headers
 from lumina_core.intake.decode import MalformedRequest, parse_protobuf
-from lumina_core.intake.export import DEFAULT_PROJECT, Intake
+from lumina_core.intake.export import Intake
 from lumina_core.plugin_api import BatchRejected, QueueFull, QueueUnavailable
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+AUTH_CODES = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 def _export_handler(intake: Intake):
     async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         try:
-            result = await intake.export(body, parse_protobuf, DEFAULT_PROJECT)
-        except (MalformedRequest, BatchRejected) as exc:
+            project_id = await intake.project_for(key_from_headers(metadata.get), metadata.get(PROJECT_HEADER))
+            result = await intake.export(body, parse_protobuf, project_id)
+        except AuthError as exc:
+            await context.abort(AUTH_CODES[exc.status], str(exc))
+        except (MalformedRequest, BatchRejected, InvalidProjectId) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except (QueueFull, QueueUnavailable) as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

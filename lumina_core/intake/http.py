@@ -12,12 +12,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from lumina_core.auth import PROJECT_HEADER, AuthError, InvalidProjectId, key_from_headers
 from lumina_core.intake.decode import MalformedRequest, parse_json, parse_protobuf
-from lumina_core.intake.export import DEFAULT_PROJECT, Intake
+from lumina_core.intake.export import Intake
 from lumina_core.plugin_api import BatchRejected, QueueFull, QueueUnavailable
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+RPC_CODES = {401: code_pb2.UNAUTHENTICATED, 403: code_pb2.PERMISSION_DENIED, 503: code_pb2.UNAVAILABLE}
 PARSERS: dict[str, Callable[[bytes], ExportTraceServiceRequest]] = {PROTOBUF: parse_protobuf, JSON: parse_json}
 
 
@@ -88,13 +90,17 @@ def otlp_http_endpoint(intake: Intake, max_request_bytes: int, max_decompressed_
                 415, code_pb2.INVALID_ARGUMENT, f"unsupported content encoding {encoding!r}", content_type
             )
         try:
+            key = key_from_headers(request.headers.get)
+            project_id = await intake.project_for(key, request.headers.get(PROJECT_HEADER))
             body = await _read_body(request, max_request_bytes)
             if encoding == "gzip":
                 body = gunzip(body, max_decompressed_bytes)
-            result = await intake.export(body, PARSERS[content_type], DEFAULT_PROJECT)
+            result = await intake.export(body, PARSERS[content_type], project_id)
+        except AuthError as exc:
+            return _status_response(exc.status, RPC_CODES[exc.status], str(exc), content_type)
         except RequestTooLarge as exc:
             return _status_response(413, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
-        except (MalformedRequest, BatchRejected) as exc:
+        except (MalformedRequest, BatchRejected, InvalidProjectId) as exc:
             return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
         except ClientDisconnect:
             return Response(status_code=400)

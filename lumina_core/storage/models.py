@@ -134,3 +134,36 @@ class CustomPrice(SQLModel, table=True):
 
 
 custom_prices_table: sa.Table = CustomPrice.__table__  # type: ignore[attr-defined]
+
+
+class Project(SQLModel, table=True):
+    """A tenant: every span, trace and API key belongs to exactly one project.
+
+    ``data_version`` goes up in every transaction that changes the project's spans, so that a cached
+    query result knows it is stale, in this process or any other sharing the database.
+    """
+
+    __tablename__ = "projects"
+
+    id: str = Field(primary_key=True)
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+    data_version: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key of one project. Only its SHA-256 is stored; ``prefix`` lets people recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str = Field(foreign_key="projects.id", index=True)
+    name: str
+    prefix: str
+    key_hash: str = Field(unique=True)
+    scopes: str = Field(description="comma-separated: ingest, read, admin")
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+    revoked_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+projects_table: sa.Table = Project.__table__  # type: ignore[attr-defined]
+api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]

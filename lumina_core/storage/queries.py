@@ -5,52 +5,111 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumina_core.storage.filters import SpanFilter, span_conditions, trace_conditions
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
 
 MAX_PAGE = 500
 MAX_TREE_DEPTH = 64
 MAX_UNIX_NANO = 2**63 - 1
+HEAVY_SPAN_COLUMNS = (
+    "attributes",
+    "resource_attributes",
+    "events",
+    "links",
+    "input_messages",
+    "output_messages",
+    "system_prompt",
+    "invocation_parameters",
+)
+"""Left out of span lists; the span and trace details carry them."""
+
+_t, _s = traces_table.c, spans_table.c
+TRACE_SORTS: dict[str, sa.ColumnElement[Any]] = {
+    "start_time": _t.start_time_unix_nano,
+    "duration": _t.duration_ms,
+    "cost": sa.func.coalesce(_t.cost_usd, -1.0),
+    "span_count": _t.span_count,
+}
+SPAN_SORTS: dict[str, sa.ColumnElement[Any]] = {
+    "start_time": _s.start_time_unix_nano,
+    "latency": _s.latency_ms,
+    "cost": sa.func.coalesce(_s.cost_usd, -1.0),
+}
+"""Sort keys (``-key`` for descending); NULL costs sort as -1, below every priced row."""
 
 
 class InvalidCursor(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class TraceFilter:
-    """Filters of the trace list. ``service`` and ``model`` match any span of the trace."""
-
-    service: str | None = None
-    model: str | None = None
-    status: str | None = None
-    start_ns: int | None = None
-    end_ns: int | None = None
-
-
 def iso(unix_nano: int) -> str:
     return datetime.fromtimestamp(unix_nano / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def encode_cursor(start_ns: int, trace_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{start_ns}:{trace_id}".encode()).decode().rstrip("=")
+def encode_cursor(sort: str, values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([sort, *values])).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, str]:
+def decode_cursor(cursor: str, sort: str, kinds: tuple[type, ...]) -> list[Any]:
+    """The position a cursor holds: one value of each kind in ``kinds`` (``float``: any number); it must
+    come from the same sort."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        start, trace_id = text.split(":", 1)
-        if not (start.isascii() and start.isdecimal() and int(start) <= MAX_UNIX_NANO):
-            raise ValueError(start)
-        return int(start), trace_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor("invalid cursor") from None
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise InvalidCursor("cursor: not a cursor returned by this API") from None
+    if not (isinstance(decoded, list) and len(decoded) == len(kinds) + 1 and decoded[0] == sort):
+        raise InvalidCursor("cursor: not a cursor of this list and sort order")
+    values = decoded[1:]
+    for value, kind in zip(values, kinds, strict=True):
+        ok = isinstance(value, str) if kind is str else type(value) in (int, float) and abs(value) <= MAX_UNIX_NANO
+        if not ok:
+            raise InvalidCursor("cursor: not a cursor returned by this API")
+    return values
+
+
+def _after(keys: list[sa.ColumnElement[Any]], values: list[Any], descending: bool) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``values`` in the lexicographic order of ``keys``."""
+    beyond = (lambda k, v: k < v) if descending else (lambda k, v: k > v)
+    condition = beyond(keys[-1], values[-1])
+    for key, value in zip(reversed(keys[:-1]), reversed(values[:-1]), strict=True):
+        condition = sa.or_(beyond(key, value), sa.and_(key == value, condition))
+    return condition
+
+
+async def _keyset_page(
+    engine: AsyncEngine,
+    query: sa.Select[Any],
+    sort_key: sa.ColumnElement[Any],
+    ids: list[sa.Column[Any]],
+    sort: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of ``query`` ordered by ``sort_key`` (``-`` in ``sort``: descending), then the ``ids``."""
+    descending = sort.startswith("-")
+    keys = [sort_key, *ids]
+    labelled = query.add_columns(sort_key.label("_sort_value"))
+    if cursor:
+        labelled = labelled.where(_after(keys, decode_cursor(cursor, sort, (float, *(str for _ in ids))), descending))
+    order = [key.desc() if descending else key.asc() for key in keys]
+    limit = max(1, min(limit, MAX_PAGE))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(labelled.order_by(*order).limit(limit + 1))).mappings().all()
+    page = [as_dict(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(sort, [last["_sort_value"], *(last[column.name] for column in ids)])
+    for row in page:
+        del row["_sort_value"]
+    return page, next_cursor
 
 
 def as_dict(row: sa.RowMapping) -> dict[str, Any]:
@@ -68,40 +127,41 @@ def _total_tokens(row: Any) -> int | None:
 
 
 async def list_traces(
-    engine: AsyncEngine, project_id: str, flt: TraceFilter, limit: int = 50, cursor: str | None = None
+    engine: AsyncEngine,
+    project_id: str,
+    flt: SpanFilter,
+    sort: str = "-start_time",
+    limit: int = 50,
+    cursor: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Traces newest first, with keyset pagination: the cursor is the last (start time, trace id) seen."""
-    t, s = traces_table.c, spans_table.c
-    query = sa.select(traces_table).where(t.project_id == project_id)
-    if flt.status:
-        query = query.where(t.status == flt.status)
-    if flt.start_ns is not None:
-        query = query.where(t.start_time_unix_nano >= flt.start_ns)
-    if flt.end_ns is not None:
-        query = query.where(t.start_time_unix_nano < flt.end_ns)
-    for column, value in ((s.service_name, flt.service), (s.model, flt.model)):
-        if value:
-            query = query.where(
-                sa.exists().where(s.project_id == t.project_id, s.trace_id == t.trace_id, column == value)
-            )
-    if cursor:
-        start, trace_id = decode_cursor(cursor)
-        query = query.where(
-            sa.or_(
-                t.start_time_unix_nano < start,
-                sa.and_(t.start_time_unix_nano == start, t.trace_id < trace_id),
-            )
-        )
-    limit = max(1, min(limit, MAX_PAGE))
-    query = query.order_by(t.start_time_unix_nano.desc(), t.trace_id.desc()).limit(limit + 1)
+    """Traces matching ``flt`` in ``sort`` order, a page at a time (keyset pagination: a cursor is the
+    last row's sort value and id, so pages stay stable while new traces arrive)."""
+    query = sa.select(traces_table).where(_t.project_id == project_id, *trace_conditions(flt, engine.dialect.name))
+    sort_key = TRACE_SORTS[sort.removeprefix("-")]
+    return await _keyset_page(engine, query, sort_key, [_t.trace_id], sort, limit, cursor)
+
+
+async def list_spans(
+    engine: AsyncEngine,
+    project_id: str,
+    flt: SpanFilter,
+    sort: str = "-start_time",
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Spans matching ``flt``, without their attributes, events and messages (see :func:`get_span`)."""
+    columns = [c for c in spans_table.columns if c.name not in HEAVY_SPAN_COLUMNS]
+    query = sa.select(*columns).where(_s.project_id == project_id, *span_conditions(flt, engine.dialect.name))
+    sort_key = SPAN_SORTS[sort.removeprefix("-")]
+    return await _keyset_page(engine, query, sort_key, [_s.trace_id, _s.span_id], sort, limit, cursor)
+
+
+async def get_span(engine: AsyncEngine, project_id: str, trace_id: str, span_id: str) -> dict[str, Any] | None:
+    """One span with everything stored about it."""
+    query = sa.select(spans_table).where(_s.project_id == project_id, _s.trace_id == trace_id, _s.span_id == span_id)
     async with engine.connect() as conn:
-        rows = (await conn.execute(query)).mappings().all()
-    page = [as_dict(r) for r in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor(last["start_time_unix_nano"], last["trace_id"])
-    return page, next_cursor
+        row = (await conn.execute(query)).mappings().first()
+    return as_dict(row) if row else None
 
 
 async def get_trace(engine: AsyncEngine, project_id: str, trace_id: str) -> dict[str, Any] | None:
@@ -179,30 +239,3 @@ def span_tree(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(sa.text("SELECT 1"))
-
-
-async def unpriced_models(engine: AsyncEngine, project_id: str) -> list[dict[str, Any]]:
-    """Models seen on LLM spans that no pricing rule knows, with span counts and token totals."""
-    s = spans_table.c
-    query = (
-        sa.select(
-            s.provider,
-            s.model,
-            sa.func.count().label("span_count"),
-            *(sa.cast(sa.func.sum(s[name]), sa.BigInteger).label(name) for name in TOKEN_COLUMNS),
-            sa.func.min(s.start_time_unix_nano).label("first_seen_unix_nano"),
-            sa.func.max(s.start_time_unix_nano).label("last_seen_unix_nano"),
-        )
-        .where(s.project_id == project_id, s.pricing_status == "unpriced")
-        .group_by(s.provider, s.model)
-        .order_by(sa.func.count().desc(), s.model)
-    )
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).mappings().all()
-    out = []
-    for row in rows:
-        item = dict(row)
-        item["first_seen"] = iso(row["first_seen_unix_nano"])
-        item["last_seen"] = iso(row["last_seen_unix_nano"])
-        out.append(item)
-    return out

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.storage.database import json_dumps
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
+from lumina_core.storage.projects import bump_data_version
 
 ROLLUP_CHUNK = 500
 spans_twin = spans_table.alias("twin")
@@ -165,7 +166,7 @@ class SpanWriter:
                     await conn.exec_driver_sql(sql, params)
             for project_id, ids in response_ids.items():
                 touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
-            for project_id, trace_ids in touched.items():
+            for project_id, trace_ids in sorted(touched.items()):  # one lock order across writers
                 await self.refresh_rollups(conn, project_id, trace_ids)
 
     def _multi_row_sql(self, rows: int) -> str:
@@ -193,11 +194,13 @@ class SpanWriter:
         )
 
     async def refresh_rollups(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
-        """Recompute the ``traces`` rows of these traces from their spans (holding their locks)."""
+        """Recompute the ``traces`` rows of these traces from their spans (holding their locks), and
+        raise the project's data version so that cached query results are recomputed."""
         ids = sorted(trace_ids)
         await self._lock_traces(conn, project_id, ids)
         for i in range(0, len(ids), ROLLUP_CHUNK):
             await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]})
+        await bump_data_version(conn, project_id)
 
     async def _count_each_call_once(self, conn: AsyncConnection, project_id: str, response_ids: set[str]) -> set[str]:
         """Where several spans report one call (same response id), only the earliest report stays
