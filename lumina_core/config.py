@@ -84,8 +84,8 @@ class CustomPriceSettings(Section):
 
     @model_validator(mode="after")
     def _check(self) -> CustomPriceSettings:
-        if self.effective_from is not None and self.effective_from_unix_nano() > MAX_UNIX_NANO:  # type: ignore[operator]
-            raise ValueError("effective_from must be before the year 2262")
+        if self.effective_from is not None and not 0 <= self.effective_from_unix_nano() <= MAX_UNIX_NANO:  # type: ignore[operator]
+            raise ValueError("effective_from must be between 1970 and 2262")
         if self.match == "regex":
             try:
                 re.compile(self.model)

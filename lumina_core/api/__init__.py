@@ -7,6 +7,8 @@ shape, ``{"error": {"code", "message"}}``.
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,27 +85,33 @@ class Param:
     parse: Callable[[str], Any]
     repeated: bool = False
     default: Any = None
+    required: bool = False
 
 
 def parse_time(value: str) -> int:
-    """An ISO 8601 time with a zone (``2026-12-01T10:00:00Z``) or Unix milliseconds → Unix nanoseconds."""
+    """An RFC 3339 time (``2026-12-01T10:00:00Z``) or Unix milliseconds → Unix nanoseconds, clamped to
+    the range stored times can have (1970 to 2262): "since year 1" means "since the beginning"."""
     if value.isascii() and value.isdecimal():
-        unix_nano = int(value) * 1_000_000 if len(value) <= 16 else MAX_UNIX_NANO + 1
+        unix_nano = int(value) * 1_000_000
     else:
+        text = value.upper().replace("Z", "+00:00").replace(":60", ":59")  # a leap second is its second before
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError("not an ISO 8601 time or Unix milliseconds") from None
+            raise ValueError("not an RFC 3339 time (e.g. 2026-12-01T10:00:00Z) or Unix milliseconds") from None
         if parsed.tzinfo is None:
             raise ValueError("give a time zone, e.g. a trailing Z")
         unix_nano = to_unix_nano(parsed)
-    if not 0 <= unix_nano <= MAX_UNIX_NANO:
-        raise ValueError("must be between 1970 and 2262")
-    return unix_nano
+    return min(max(unix_nano, 0), MAX_UNIX_NANO)
 
 
 def time_param(name: str, description: str) -> Param:
-    schema = {"type": "string", "description": "ISO 8601 time with a zone, or Unix milliseconds"}
+    schema = {
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "pattern": "^[0-9]{1,30}$", "description": "Unix milliseconds"},
+        ]
+    }
     return Param(name, description, schema, parse_time)
 
 
@@ -127,9 +135,9 @@ def number_param(name: str, description: str) -> Param:
             number = float(value)
         except ValueError:
             raise ValueError("not a number") from None
-        if not -1e300 < number < 1e300:
-            raise ValueError("not a finite number")
-        return number
+        if math.isnan(number):
+            raise ValueError("not a number")
+        return min(max(number, -sys.float_info.max), sys.float_info.max)  # 1e999 means "huge", not infinity
 
     return Param(name, description, {"type": "number"}, parse)
 
@@ -214,14 +222,18 @@ def parse_args(request: Request, params: tuple[Param, ...]) -> dict[str, Any]:
             args[name].append(parsed)
         else:
             args[name] = parsed
+    for param in params:
+        if param.required and param.name not in seen:
+            raise invalid(param.name, "required")
     return args
 
 
-def endpoint(lumina: Lumina, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
-    """The Starlette endpoint of an operation: access check, then parameters, then the handler."""
-    params = (PROJECT_PARAM, *operation.params)
+def endpoint(lumina: Lumina, operations: list[Operation]) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint of a path's operations: method, access check, parameters, then the handler."""
+    by_method = {op.method: op for op in operations}
 
     async def run(request: Request) -> Response:
+        operation = by_method["GET" if request.method == "HEAD" else request.method]  # the route allows no others
         key = key_from_headers(request.headers.get)
         try:
             access = await lumina.auth.access(key, operation.scope, request.query_params.get("project"))
@@ -230,7 +242,7 @@ def endpoint(lumina: Lumina, operation: Operation) -> Callable[[Request], Awaita
         except AuthError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             raise ApiError(exc.status, exc.code, str(exc), headers) from None
-        return await operation.handler(request, access, parse_args(request, params))
+        return await operation.handler(request, access, parse_args(request, (PROJECT_PARAM, *operation.params)))
 
     return run
 
@@ -251,8 +263,14 @@ def routes(lumina: Lumina) -> list[Route]:
     from lumina_core.api import openapi, operator
 
     ops = operations(lumina)
+    by_path: dict[str, list[Operation]] = {}
+    for op in ops:
+        by_path.setdefault(op.path, []).append(op)
     return [
-        *(Route(op.path, endpoint(lumina, op), methods=[op.method]) for op in ops),
+        *(
+            Route(path, endpoint(lumina, path_ops), methods=[op.method for op in path_ops])
+            for path, path_ops in by_path.items()
+        ),
         *openapi.routes(ops),
         *operator.routes(lumina),
     ]

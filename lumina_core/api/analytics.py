@@ -35,7 +35,7 @@ GROUP_BY = Param(
     {"type": "string", "pattern": f"^({'|'.join(analytics.GROUPS)}|{analytics.ATTRIBUTE_GROUP}.+)$"},
     _group_by,
 )
-LLM_ONLY = bool_param("llm", "count LLM calls only (default) or every span (false)", True)
+LLM_ONLY = bool_param("llm", "count LLM calls (true, the default) or the other spans (false)", True)
 
 
 def _time_range(args: dict[str, Any]) -> dict[str, Any]:

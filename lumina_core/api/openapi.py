@@ -36,7 +36,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     ]
     for param in (PROJECT_PARAM, *op.params):
         schema = {"type": "array", "items": param.schema} if param.repeated else param.schema
-        entry = {"name": param.name, "in": "query", "required": False, "description": param.description}
+        entry = {"name": param.name, "in": "query", "required": param.required, "description": param.description}
         parameters.append({**entry, "schema": schema, **({"explode": True} if param.repeated else {})})
     error = {"content": {"application/json": {"schema": ERROR}}}
     responses: dict[str, Any] = {

@@ -6,6 +6,7 @@ Custom prices apply to every project (they are prices, not data), so changing th
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 MAX_TOKENS = 10**12
 QUOTE_PARAMS = (
-    text_param("model", "model name, as on spans"),
+    replace(text_param("model", "model name, as on spans"), required=True),
     text_param("provider", "provider, e.g. openai"),
     time_param("at", "price in effect at this time (default: now)"),
     *(int_query(f"{bucket}_tokens", f"{bucket} tokens", 0, MAX_TOKENS) for bucket in TOKEN_BUCKETS),
@@ -74,8 +75,6 @@ def operations(lumina: Lumina) -> list[Operation]:
 
     async def quote(request: Request, access: Access, args: dict[str, Any]) -> Response:
         model = args["model"]
-        if not model:
-            raise ApiError(400, "invalid_parameter", "model: required")
         provider = (args["provider"] or "").lower() or None
         tokens: dict[str, int | None] = {bucket: args[f"{bucket}_tokens"] for bucket in TOKEN_BUCKETS}
         rule = lumina.pricing.lookup(provider, model, args["at"] or time.time_ns())

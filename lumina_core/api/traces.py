@@ -36,6 +36,8 @@ def _attribute(value: str) -> tuple[str, str]:
     key, sep, expected = value.partition("=")
     if not sep or not key:
         raise ValueError("give key=value, e.g. user.id=42")
+    if "\x00" in value or len(value) > 1000:
+        raise ValueError("at most 1000 characters, no NUL")
     return key, expected
 
 
