@@ -56,6 +56,7 @@ def _text(rng: random.Random, n_bytes: int) -> str:
 
 def _llm_attributes(rng: random.Random, convention: int) -> list[KeyValue]:
     provider, request_model, response_model = rng.choice(MODELS)
+    user = f"user-{rng.randrange(1000)}"
     prompt, completion = _text(rng, rng.randint(200, 500)), _text(rng, rng.randint(100, 400))
     inp, cached, out = rng.randint(200, 4000), rng.randint(0, 150), rng.randint(20, 800)
     if convention == 0:  # OTel GenAI, current names
@@ -103,7 +104,7 @@ def _llm_attributes(rng: random.Random, convention: int) -> list[KeyValue]:
             "gen_ai.completion.0.content": completion,
             "gen_ai.completion.0.finish_reason": "stop",
         }
-    return [_kv(k, v) for k, v in attrs.items()]
+    return [_kv(k, v) for k, v in {**attrs, "user.id": user}.items()]
 
 
 def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
@@ -139,8 +140,11 @@ def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
     return spans
 
 
-def requests(total_spans: int, spans_per_request: int, seed: int = 7, start_ns: int = 0) -> Iterator[bytes]:
-    """Serialized ExportTraceServiceRequests, one service per request, until ``total_spans`` are made."""
+def requests(
+    total_spans: int, spans_per_request: int, seed: int = 7, start_ns: int = 0, span_gap_ns: int = 1_000_000
+) -> Iterator[bytes]:
+    """Serialized ExportTraceServiceRequests, one service per request, until ``total_spans`` are made;
+    span ``n`` starts ``n * span_gap_ns`` after ``start_ns`` (default: an hour ago)."""
     import time
 
     rng = random.Random(seed)
@@ -149,7 +153,7 @@ def requests(total_spans: int, spans_per_request: int, seed: int = 7, start_ns: 
     while made < total_spans:
         spans: list[Span] = []
         while len(spans) < spans_per_request and made + len(spans) < total_spans:
-            spans.extend(trace_spans(rng, start_ns + (made + len(spans)) * 1_000_000))
+            spans.extend(trace_spans(rng, start_ns + (made + len(spans)) * span_gap_ns))
         spans = spans[: total_spans - made]
         made += len(spans)
         resource = {"attributes": [_kv("service.name", rng.choice(SERVICES)), _kv("deployment.environment", "prod")]}

@@ -50,7 +50,7 @@ class Lumina:
         self.writer = SpanWriter(self.engine)
         self.pricing = PricingChain(components.pricing_providers, self._config_prices())
         self.auth = Authenticator(self.engine)
-        self.cache = QueryCache(self.engine)
+        self.cache = QueryCache(self.engine, settings.storage.query_cache_entries)
         self.intake = Intake(self.queue, self.metrics, self.auth)
         self.worker = Worker(
             self.queue,

@@ -52,6 +52,7 @@ class ServerSettings(Section):
 class StorageSettings(Section):
     url: str | None = Field(None, description="SQLAlchemy async URL; default: SQLite under data_dir")
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    query_cache_entries: int = Field(512, ge=0, description="query results cached per process; 0 disables")
 
 
 class QueueSettings(BaseModel):

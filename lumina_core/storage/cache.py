@@ -29,6 +29,8 @@ class QueryCache:
     async def get(self, project_id: str, query: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         """The result of ``compute`` for ``query`` on ``project_id``, from the cache while the project's
         data has not changed. Callers must not modify what they get."""
+        if not self.max_entries:
+            return await compute()
         version = await data_version(self.engine, project_id)
         key = (project_id, query)
         entry = self._entries.get(key)
