@@ -41,13 +41,22 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def count_spans(database_url: str) -> int:
+async def count_rows(database_url: str, table: str) -> int:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return (await conn.execute(sa.text("SELECT COUNT(*) FROM spans"))).scalar_one()
+            return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
     finally:
         await engine.dispose()
+
+
+async def count_spans(database_url: str) -> int:
+    return await count_rows(database_url, "spans")
+
+
+async def stale_hours(database_url: str) -> int:
+    """Hours of spans the server has yet to sum for analytics."""
+    return await count_rows(database_url, "stale_hours")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,13 +29,15 @@ from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.storage import queries
 from lumina_core.storage.cache import QueryCache
-from lumina_core.storage.database import create_engine, migrate
+from lumina_core.storage.database import analyze, create_engine, migrate
+from lumina_core.storage.hours import sum_settled_hours
 from lumina_core.storage.prices import PRICE_FIELDS, list_custom_prices
 from lumina_core.storage.writer import SpanWriter
 from lumina_core.worker import Worker
 
 log = logging.getLogger("lumina")
 OTLP_PATH = "/v1/traces"
+ANALYZE_EVERY_SECONDS = 600
 
 
 class Lumina:
@@ -84,6 +87,21 @@ class Lumina:
             except Exception:
                 log.exception("reloading custom prices failed")
 
+    async def _maintain_storage(self) -> None:
+        """Sum settled hours of spans for analytics, and keep SQLite's planner statistics fresh."""
+        quiet = self.settings.storage.sum_hours_after_seconds
+        last_analyze = 0.0
+        while True:
+            try:
+                if time.monotonic() - last_analyze > ANALYZE_EVERY_SECONDS:
+                    await analyze(self.engine)
+                    last_analyze = time.monotonic()
+                while await sum_settled_hours(self.engine, quiet):
+                    pass
+            except Exception:
+                log.exception("storage maintenance failed")
+            await asyncio.sleep(min(max(quiet / 3, 0.5), 10))
+
     async def start(self) -> None:
         await migrate(self.engine)
         await self._refuse_open_on_network()
@@ -93,6 +111,7 @@ class Lumina:
         self._tasks = [
             self._worker_task,
             asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
+            asyncio.create_task(self._maintain_storage(), name="lumina-storage-maintenance"),
         ]
         server = self.settings.server
         if server.otlp_grpc_port is not None:

@@ -53,6 +53,9 @@ class StorageSettings(Section):
     url: str | None = Field(None, description="SQLAlchemy async URL; default: SQLite under data_dir")
     sqlite_synchronous: Literal["full", "normal"] = "full"
     query_cache_entries: int = Field(512, ge=0, description="query results cached per process; 0 disables")
+    sum_hours_after_seconds: float = Field(
+        30, ge=0, description="an hour of spans is summed for analytics once it has not changed for this long"
+    )
 
 
 class QueueSettings(BaseModel):

@@ -58,6 +58,16 @@ def _alembic_config(connection: sa.Connection) -> AlembicConfig:
     return config
 
 
+async def analyze(engine: AsyncEngine) -> None:
+    """Refresh SQLite's table statistics, which its query planner needs to pick the right index (without
+    them a trace filter can scan a whole index per trace); a sample keeps it to milliseconds.
+    PostgreSQL's autovacuum keeps its own statistics."""
+    if engine.dialect.name == "sqlite":
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            await conn.exec_driver_sql("ANALYZE")
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Run every pending Alembic migration; called at start-up."""
     async with engine.begin() as conn:

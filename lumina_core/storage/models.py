@@ -108,6 +108,60 @@ class Trace(SQLModel, table=True):
 
 spans_table: sa.Table = Span.__table__  # type: ignore[attr-defined]
 traces_table: sa.Table = Trace.__table__  # type: ignore[attr-defined]
+TRACE_COST_SORT = sa.func.coalesce(traces_table.c.cost_usd, sa.literal_column("-1.0"))
+"""Traces by cost, unpriced (NULL) below every priced one; indexed as this very expression."""
+sa.Index("ix_traces_project_cost", traces_table.c.project_id, TRACE_COST_SORT)
+sa.Index("ix_traces_project_duration", traces_table.c.project_id, traces_table.c.duration_ms)
+
+HOUR_NS = 3600 * 10**9
+
+
+class SpanHour(SQLModel, table=True):
+    """Spans summed per project, UTC hour and kind of span (service, name, model, provider, status…).
+
+    Analytics read these instead of millions of spans. An hour is only summed once it is settled; until
+    then it is listed in ``stale_hours`` and read from ``spans`` (see ``lumina_core.storage.hours``).
+    """
+
+    __tablename__ = "span_hours"
+    __table_args__ = (sa.Index("ix_span_hours_project_slot", "project_id", "slot_unix_nano"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str
+    slot_unix_nano: int = Field(sa_type=sa.BigInteger, description="start of the UTC hour")
+    service_name: str
+    name: str
+    model: str | None = None
+    provider: str | None = None
+    status: str
+    is_llm: bool
+    counted: bool
+    pricing_status: str | None = None
+    requests: int = Field(sa_type=sa.BigInteger)
+    errors: int = Field(sa_type=sa.BigInteger)
+    cost_usd: float | None = None
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    first_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
+    last_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+class StaleHour(SQLModel, table=True):
+    """An hour whose spans changed after it was last summed; ``version`` goes up with every change."""
+
+    __tablename__ = "stale_hours"
+
+    project_id: str = Field(primary_key=True)
+    slot_unix_nano: int = Field(primary_key=True, sa_type=sa.BigInteger)
+    version: int = Field(default=1, sa_type=sa.BigInteger)
+    changed_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+span_hours_table: sa.Table = SpanHour.__table__  # type: ignore[attr-defined]
+stale_hours_table: sa.Table = StaleHour.__table__  # type: ignore[attr-defined]
 
 
 class CustomPrice(SQLModel, table=True):

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.storage.filters import SpanFilter, span_conditions, trace_conditions
-from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
+from lumina_core.storage.models import TOKEN_COLUMNS, TRACE_COST_SORT, spans_table, traces_table
 
 MAX_PAGE = 500
 MAX_TREE_DEPTH = 64
@@ -34,7 +34,7 @@ _t, _s = traces_table.c, spans_table.c
 TRACE_SORTS: dict[str, sa.ColumnElement[Any]] = {
     "start_time": _t.start_time_unix_nano,
     "duration": _t.duration_ms,
-    "cost": sa.func.coalesce(_t.cost_usd, -1.0),
+    "cost": TRACE_COST_SORT,
     "span_count": _t.span_count,
 }
 SPAN_SORTS: dict[str, sa.ColumnElement[Any]] = {

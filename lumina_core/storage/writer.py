@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.storage.database import json_dumps
+from lumina_core.storage.hours import mark_stale
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
 from lumina_core.storage.projects import bump_data_version
 
@@ -194,12 +195,15 @@ class SpanWriter:
         )
 
     async def refresh_rollups(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
-        """Recompute the ``traces`` rows of these traces from their spans (holding their locks), and
-        raise the project's data version so that cached query results are recomputed."""
+        """Recompute the ``traces`` rows of these traces from their spans (holding their locks), mark the
+        hours of their spans stale, and raise the project's data version so that cached query results
+        are recomputed."""
         ids = sorted(trace_ids)
         await self._lock_traces(conn, project_id, ids)
         for i in range(0, len(ids), ROLLUP_CHUNK):
-            await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": ids[i : i + ROLLUP_CHUNK]})
+            chunk = ids[i : i + ROLLUP_CHUNK]
+            await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": chunk})
+            await mark_stale(conn, project_id, chunk)
         await bump_data_version(conn, project_id)
 
     async def _count_each_call_once(self, conn: AsyncConnection, project_id: str, response_ids: set[str]) -> set[str]:
