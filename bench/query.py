@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import count_spans, lumina_server, send_all, stale_hours
-from workload import MODELS, SERVICES, WORDS, requests
+from workload import SERVICES, WORDS, requests
 
 DAY_NS = 86400 * 10**9
 WEEK_NS = 7 * DAY_NS
@@ -41,16 +41,16 @@ def cycle(name: str, values: list[Any]) -> Params:
     return lambda i: {name: values[i % len(values)]}
 
 
-def queries(now_ns: int, trace_ids: list[str]) -> Iterator[tuple[str, str, Params, float | None]]:
-    """(label, path, parameters of the i-th run, target p95 in ms)."""
+def queries(now_ns: int, trace_ids: list[str], models: list[str]) -> Iterator[tuple[str, str, Params, float | None]]:
+    """(label, path, parameters of the i-th run, target p95 in ms); ``models`` as the catalogue lists them."""
     ms = lambda ns: ns // 10**6  # noqa: E731
     hour_ago = [ms(now_ns - (1 + k) * 3600 * 10**9) for k in range(24)]
-    models = [m[1] for m in MODELS]
     target = TRACE_LIST_MS
     yield "traces: newest first", "/api/v1/traces", lambda i: {}, target
     yield "traces: service", "/api/v1/traces", cycle("service", SERVICES), target
     yield "traces: span_name", "/api/v1/traces", cycle("span_name", ["chat", "tool.call", "agent.run"]), target
     yield "traces: model", "/api/v1/traces", cycle("model", models), target
+    yield "traces: model, no match", "/api/v1/traces", cycle("model", ["gpt-4o", "model-nobody-uses"]), target
     yield "traces: provider", "/api/v1/traces", cycle("provider", ["openai", "anthropic"]), target
     yield "traces: status=error", "/api/v1/traces", cycle("status", ["error"]), target
     yield "traces: since an hour", "/api/v1/traces", cycle("start", hour_ago), target
@@ -59,7 +59,7 @@ def queries(now_ns: int, trace_ids: list[str]) -> Iterator[tuple[str, str, Param
     yield "traces: attribute", "/api/v1/traces", lambda i: {"attribute": f"user.id=user-{i * 37 % 1000}"}, target
     yield "traces: q (text)", "/api/v1/traces", cycle("q", WORDS[:8]), target
     yield "traces: sort=-cost", "/api/v1/traces", cycle("sort", ["-cost"]), target
-    yield "spans: model, llm", "/api/v1/spans", lambda i: {"model": models[i % 4], "llm": "true"}, target
+    yield "spans: model, llm", "/api/v1/spans", lambda i: {"model": models[i % len(models)], "llm": "true"}, target
     yield (
         "trace detail",
         "/api/v1/traces/{trace_id}",
@@ -135,7 +135,8 @@ def main() -> None:
         print(f"\ndatabase {database_url.split('://')[0]}, {asyncio.run(count_spans(database_url)):,} spans")
         print(f"{'query':<38} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  target p95")
         failed = []
-        for label, path, params, target in queries(now_ns, trace_ids):
+        models = [m["model"] for m in client.get("/api/v1/models").json()["data"]]
+        for label, path, params, target in queries(now_ns, trace_ids, models):
             timings = []
             for i in range(args.repeat + 1):
                 query = params(i)

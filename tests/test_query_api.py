@@ -15,6 +15,7 @@ import pytest
 
 from lumina_core.app import Lumina
 from lumina_core.server import Endpoints
+from lumina_core.storage import queries
 from tests.conftest import make_settings, running_lumina
 from tests.support.otlp import raw_request
 
@@ -121,7 +122,11 @@ def expected(calls: list[dict], keep) -> set[str]:
     return {c["trace_id"].hex() for c in calls if keep(c)}
 
 
-def test_every_filter_on_traces_and_spans(dataset) -> None:
+@pytest.mark.parametrize("few_traces", [1000, 0], ids=["index-first", "traces-first"])
+def test_every_filter_on_traces_and_spans(dataset, few_traces: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of finding traces give the same answers: through the span index first (a filter that
+    selects few traces) and walking traces in sort order (one that selects many)."""
+    monkeypatch.setattr(queries, "FEW_TRACES", few_traces)
     _, server, calls = dataset
     cases = [
         ({"service": "batch"}, lambda c: c["service"] == "batch"),

@@ -111,13 +111,29 @@ def span_conditions(flt: SpanFilter, dialect: str, span: Any = spans_table.c) ->
     return out + _ranges(flt, span.start_time_unix_nano, span.cost_usd, span.latency_ms)
 
 
-def trace_conditions(flt: SpanFilter, dialect: str) -> list[sa.ColumnElement[bool]]:
-    """Every condition of ``flt`` on a trace: its rollup, and for span fields, any of its spans."""
+def trace_conditions(
+    flt: SpanFilter, dialect: str, sort_key: sa.ColumnElement[Any] | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """Every condition of ``flt`` on a trace: its rollup, and for span fields, any of its spans.
+
+    On SQLite, ranges on columns other than ``sort_key`` are kept off their indexes (``+ 0``): its planner
+    cannot tell how much of a table a range selects, and would sort most of the traces rather than walk
+    the sort order until a page is full.
+    """
     t = traces_table.c
-    out = _ranges(flt, t.start_time_unix_nano, t.cost_usd, t.duration_ms)
+
+    def walked(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return column + 0 if dialect == "sqlite" and sort_key is not None and column is not sort_key else column
+
+    out = _ranges(flt, walked(t.start_time_unix_nano), t.cost_usd, walked(t.duration_ms))
     if flt.status is not None:
         out.append(t.status == flt.status)
     for condition in span_field_conditions(flt, spans_table.c, dialect):
-        s = spans_table.c
-        out.append(sa.exists().where(s.project_id == t.project_id, s.trace_id == t.trace_id, condition))
+        out.append(spans_of_trace(condition))
     return out
+
+
+def spans_of_trace(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """The trace has a span that meets ``condition``."""
+    s, t = spans_table.c, traces_table.c
+    return sa.exists().where(s.project_id == t.project_id, s.trace_id == t.trace_id, condition)

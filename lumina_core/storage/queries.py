@@ -136,9 +136,35 @@ async def list_traces(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Traces matching ``flt`` in ``sort`` order, a page at a time (keyset pagination: a cursor is the
     last row's sort value and id, so pages stay stable while new traces arrive)."""
-    query = sa.select(traces_table).where(_t.project_id == project_id, *trace_conditions(flt, engine.dialect.name))
     sort_key = TRACE_SORTS[sort.removeprefix("-")]
+    conditions = trace_conditions(flt, engine.dialect.name, sort_key)
+    few = await _few_traces(engine, project_id, flt)
+    if few is not None:
+        conditions.append(_t.trace_id.in_(few))
+    query = sa.select(traces_table).where(_t.project_id == project_id, *conditions)
     return await _keyset_page(engine, query, sort_key, [_t.trace_id], sort, limit, cursor)
+
+
+FEW_TRACES = 1000
+"""A filter on an indexed span column that selects spans of at most this many traces is looked up
+through that index first; walking the traces in sort order to find them would read all of them."""
+
+
+async def _few_traces(engine: AsyncEngine, project_id: str, flt: SpanFilter) -> list[str] | None:
+    """The traces with a span of the filter's service or model, when there are few (else None)."""
+    indexed = [(_s.service_name, flt.service), (_s.model, flt.model)]
+    for column, value in indexed:
+        if value is None:
+            continue
+        where = [_s.project_id == project_id, column == value]
+        if flt.start_ns is not None:  # a trace's spans start no earlier than the trace
+            where.append(_s.start_time_unix_nano >= flt.start_ns)
+        query = sa.select(_s.trace_id).where(*where).distinct().limit(FEW_TRACES + 1)
+        async with engine.connect() as conn:
+            ids = list((await conn.execute(query)).scalars())
+        if len(ids) <= FEW_TRACES:
+            return ids
+    return None
 
 
 async def list_spans(
