@@ -14,6 +14,10 @@ from typing import Any
 from lumina_core.plugin_api import Extractor, LLMFields, SpanBatch, SpanRecord
 
 log = logging.getLogger(__name__)
+USER_ID_KEYS = ("user.id", "enduser.id", "langfuse.user.id")
+SESSION_ID_KEYS = ("session.id", "gen_ai.conversation.id", "langfuse.session.id")
+"""Where the end user and the conversation of a span are found, first match wins (span, then resource)."""
+MAX_ID_LENGTH = 256
 DEGRADED_FINISH_REASONS = frozenset({"length", "max_tokens", "content_filter", "safety", "recitation"})
 _CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
 
@@ -27,6 +31,16 @@ def normalise_error_type(value: object) -> str | None:
     if match:
         text = match.group(1)
     return text.rsplit(".", 1)[-1]
+
+
+def first_value(keys: tuple[str, ...], *attribute_maps: dict[str, Any]) -> str | None:
+    """The first of ``keys`` present in the span's attributes, then in its resource's, as text."""
+    for attributes in attribute_maps:
+        for key in keys:
+            value = attributes.get(key)
+            if value is not None and value != "":
+                return str(value)[:MAX_ID_LENGTH]
+    return None
 
 
 def _minus(total: int | None, *parts: int | None) -> int | None:
@@ -90,6 +104,8 @@ class ExtractStage:
             "status_message": span.status_message,
             "status": status,
             "error_type": error_type,
+            "user_id": first_value(USER_ID_KEYS, span.attributes, span.resource_attributes),
+            "session_id": first_value(SESSION_ID_KEYS, span.attributes, span.resource_attributes),
             "attributes": span.attributes,
             "resource_attributes": span.resource_attributes,
             "events": span.events,

@@ -40,6 +40,7 @@ def make_calls(n: int = 36) -> list[dict]:
                 "provider": PROVIDERS[model],
                 "service": "batch" if i % 3 == 0 else "chat-api",
                 "user": f"u{i % 4}",
+                "session": f"conv-{i % 5}",
                 "error": i % 7 == 0,
                 "input": 100 + 10 * i,
                 "output": 20 + i,
@@ -85,6 +86,7 @@ def request_for(call: dict):
                 [{"role": "user", "parts": [{"type": "text", "content": call["text"]}]}]
             ),
             "user.id": call["user"],
+            "gen_ai.conversation.id": call["session"],
         },
     }
     if call["error"]:
@@ -142,6 +144,8 @@ def test_every_filter_on_traces_and_spans(dataset, few_traces: int, monkeypatch:
         ({"min_latency_ms": 50}, lambda c: c["latency_ms"] + 2 >= 50),
         ({"max_latency_ms": 20}, lambda c: c["latency_ms"] + 2 <= 20),
         ({"attribute": "user.id=u3"}, lambda c: c["user"] == "u3"),
+        ({"user_id": "u3"}, lambda c: c["user"] == "u3"),
+        ({"session_id": "conv-2"}, lambda c: c["session"] == "conv-2"),
         ({"attribute": "service.name=batch"}, lambda c: c["service"] == "batch"),  # a resource attribute
         ({"attribute": "gen_ai.usage.input_tokens=150"}, lambda c: c["input"] == 150),  # an integer
         ({"q": "ZEBRAS"}, lambda c: "zebras" in c["text"]),

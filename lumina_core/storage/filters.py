@@ -22,6 +22,8 @@ class SpanFilter:
     span_name: str | None = None
     model: str | None = None
     provider: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
     status: str | None = None
     start_ns: int | None = None
     end_ns: int | None = None
@@ -64,13 +66,15 @@ def span_field_conditions(flt: SpanFilter, span: Any, dialect: str) -> list[sa.C
     """Conditions on what a span is: service, name, model, provider, attributes, text, LLM or not."""
     out: list[sa.ColumnElement[bool]] = []
     for column, value in (
-        (span.service_name, flt.service),
-        (span.name, flt.span_name),
-        (span.model, flt.model),
-        (span.provider, flt.provider),
+        ("service_name", flt.service),
+        ("name", flt.span_name),
+        ("model", flt.model),
+        ("provider", flt.provider),
+        ("user_id", flt.user_id),
+        ("session_id", flt.session_id),
     ):
         if value is not None:
-            out.append(column == value)
+            out.append(span[column] == value)
     for key, value in flt.attributes:
         out.append(attribute_value(span, key, dialect) == value)
     if flt.text:

@@ -131,6 +131,8 @@ def can_sum(flt: SpanFilter) -> bool:
     return not (
         flt.attributes
         or flt.text
+        or flt.user_id is not None
+        or flt.session_id is not None
         or any(v is not None for v in (flt.min_cost, flt.max_cost, flt.min_latency_ms, flt.max_latency_ms))
     )
 

@@ -29,6 +29,17 @@ class Span(SQLModel, table=True):
         sa.Index("ix_spans_project_service_start", "project_id", "service_name", "start_time_unix_nano"),
         sa.Index("ix_spans_project_model_start", "project_id", "model", "start_time_unix_nano"),
         sa.Index("ix_spans_project_response_id", "project_id", "response_id"),
+        *(
+            sa.Index(
+                f"ix_spans_project_{column}",
+                "project_id",
+                column,
+                "start_time_unix_nano",
+                sqlite_where=sa.text(f"{column} IS NOT NULL"),
+                postgresql_where=sa.text(f"{column} IS NOT NULL"),
+            )
+            for column in ("user_id", "session_id")
+        ),
     )
 
     project_id: str = Field(primary_key=True)
@@ -46,6 +57,8 @@ class Span(SQLModel, table=True):
     status_message: str | None = None
     status: str = Field(description="ok, error or degraded")
     error_type: str | None = None
+    user_id: str | None = Field(default=None, description="the end user, from user.id, enduser.id …")
+    session_id: str | None = Field(default=None, description="the conversation, from session.id …")
     is_llm: bool = False
     operation: str | None = None
     provider: str | None = None

@@ -151,8 +151,13 @@ through that index first; walking the traces in sort order to find them would re
 
 
 async def _few_traces(engine: AsyncEngine, project_id: str, flt: SpanFilter) -> list[str] | None:
-    """The traces with a span of the filter's service or model, when there are few (else None)."""
-    indexed = [(_s.service_name, flt.service), (_s.model, flt.model)]
+    """The traces with a span of the filter's user, session, model or service, when there are few."""
+    indexed = [
+        (_s.user_id, flt.user_id),
+        (_s.session_id, flt.session_id),
+        (_s.model, flt.model),
+        (_s.service_name, flt.service),
+    ]
     for column, value in indexed:
         if value is None:
             continue
