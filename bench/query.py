@@ -56,7 +56,19 @@ def queries(now_ns: int, trace_ids: list[str], models: list[str]) -> Iterator[tu
     yield "traces: since an hour", "/api/v1/traces", cycle("start", hour_ago), target
     yield "traces: min_cost", "/api/v1/traces", cycle("min_cost", [0.005, 0.01, 0.02]), target
     yield "traces: min_latency_ms", "/api/v1/traces", cycle("min_latency_ms", [1000, 2000, 2900]), target
-    yield "traces: attribute", "/api/v1/traces", lambda i: {"attribute": f"user.id=user-{i * 37 % 1000}"}, target
+    yield "traces: user_id", "/api/v1/traces", lambda i: {"user_id": f"user-{i * 37 % 1000}"}, target
+    yield (
+        "traces: attribute",
+        "/api/v1/traces",
+        cycle("attribute", ["tool.name=search", "deployment.environment=prod"]),
+        target,
+    )
+    yield (
+        "traces: attribute, rare value",
+        "/api/v1/traces",
+        lambda i: {"attribute": f"user.id=user-{i * 37 % 1000}"},
+        None,
+    )
     yield "traces: q (text)", "/api/v1/traces", cycle("q", WORDS[:8]), target
     yield "traces: sort=-cost", "/api/v1/traces", cycle("sort", ["-cost"]), target
     yield "spans: model, llm", "/api/v1/spans", lambda i: {"model": models[i % len(models)], "llm": "true"}, target
