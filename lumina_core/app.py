@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +28,7 @@ from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.storage import queries
 from lumina_core.storage.cache import QueryCache
-from lumina_core.storage.database import analyze, create_engine, migrate
+from lumina_core.storage.database import create_engine, migrate, refresh_statistics
 from lumina_core.storage.hours import sum_settled_hours
 from lumina_core.storage.prices import PRICE_FIELDS, list_custom_prices
 from lumina_core.storage.writer import SpanWriter
@@ -37,7 +36,6 @@ from lumina_core.worker import Worker
 
 log = logging.getLogger("lumina")
 OTLP_PATH = "/v1/traces"
-ANALYZE_EVERY_SECONDS = 600
 
 
 class Lumina:
@@ -88,14 +86,12 @@ class Lumina:
                 log.exception("reloading custom prices failed")
 
     async def _maintain_storage(self) -> None:
-        """Sum settled hours of spans for analytics, and keep SQLite's planner statistics fresh."""
+        """Sum settled hours of spans for analytics, and keep the query planner's statistics fresh."""
         quiet = self.settings.storage.sum_hours_after_seconds
-        last_analyze = 0.0
+        analyzed: dict[str, int] = {}
         while True:
             try:
-                if time.monotonic() - last_analyze > ANALYZE_EVERY_SECONDS:
-                    await analyze(self.engine)
-                    last_analyze = time.monotonic()
+                await refresh_statistics(self.engine, analyzed)
                 while await sum_settled_hours(self.engine, quiet):
                     pass
             except Exception:
