@@ -21,7 +21,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy lumina_core
+	$(BIN)/mypy lumina_core web
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: lint

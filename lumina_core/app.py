@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lumina_core import api
 from lumina_core.auth import Authenticator, is_loopback
 from lumina_core.components import build_components
-from lumina_core.config import Settings
+from lumina_core.config import CustomPriceSettings, Settings
 from lumina_core.extraction import ExtractStage
 from lumina_core.intake.export import Intake
 from lumina_core.intake.grpc import create_grpc_server
@@ -26,11 +26,10 @@ from lumina_core.metrics import Metrics
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
-from lumina_core.storage import queries
+from lumina_core.storage import prices, queries
 from lumina_core.storage.cache import QueryCache
 from lumina_core.storage.database import create_engine, migrate, refresh_statistics
 from lumina_core.storage.hours import sum_settled_hours
-from lumina_core.storage.prices import PRICE_FIELDS, list_custom_prices
 from lumina_core.storage.writer import SpanWriter
 from lumina_core.worker import Worker
 
@@ -71,10 +70,26 @@ class Lumina:
     async def reload_custom_prices(self) -> None:
         """Custom prices from ``lumina.toml`` and from the database, into the in-memory pricing chain."""
         stored = [
-            CustomPriceRule.build(**{k: row[k] for k in (*PRICE_FIELDS, "id", "effective_from_unix_nano")})
-            for row in await list_custom_prices(self.engine)
+            CustomPriceRule.build(**{k: row[k] for k in (*prices.PRICE_FIELDS, "id", "effective_from_unix_nano")})
+            for row in await prices.list_custom_prices(self.engine)
         ]
         self.pricing.set_custom([*self._config_prices(), *stored])
+
+    async def add_custom_price(self, price: CustomPriceSettings) -> dict[str, Any]:
+        """Store a custom price and price new spans with it at once (API and dashboard)."""
+        row = await prices.add_custom_price(self.engine, price.as_values())
+        await self.reload_custom_prices()
+        return row
+
+    async def update_custom_price(self, price_id: int, price: CustomPriceSettings) -> dict[str, Any] | None:
+        row = await prices.update_custom_price(self.engine, price_id, price.as_values())
+        await self.reload_custom_prices()
+        return row
+
+    async def delete_custom_price(self, price_id: int) -> bool:
+        deleted = await prices.delete_custom_price(self.engine, price_id)
+        await self.reload_custom_prices()
+        return deleted
 
     async def _refresh_custom_prices(self) -> None:
         # Other processes may change custom prices in the shared database; pick them up periodically.

@@ -1,12 +1,13 @@
 """Hook specifications: the only points where plugins plug into Lumina.
 
 Registration hooks are synchronous, called once when an app is built, and return component
-factories; the pipeline then calls the built components directly, never a hook per span.
+factories (the dashboard hooks: links and panels); the pipeline then calls the built components
+directly, never a hook per span.
 """
 
 from __future__ import annotations
 
-from lumina_core.plugin_api import ComponentFactory, hookspec
+from lumina_core.plugin_api import ComponentFactory, NavItem, SpanPanel, hookspec
 
 
 @hookspec
@@ -35,4 +36,22 @@ def lumina_register_pricing_providers() -> list[ComponentFactory]:  # type: igno
     Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
     returns a :class:`PricingProvider`. Providers named in ``pricing.providers`` are asked in that
     order, after the custom prices; the first that knows a model prices it.
+    """
+
+
+@hookspec
+def lumina_dashboard_nav_items() -> list[NavItem]:  # type: ignore[empty-body]
+    """Add links to the dashboard's navigation bar.
+
+    Called once while the app is built. Return a list of :class:`NavItem`; they appear after the
+    built-in pages, in plugin registration order.
+    """
+
+
+@hookspec
+def lumina_dashboard_span_panels() -> list[SpanPanel]:  # type: ignore[empty-body]
+    """Add panels to the span view of the dashboard's trace page.
+
+    Called once while the app is built. Return a list of :class:`SpanPanel`; each panel's ``rows``
+    is called with the span being viewed and returns the rows to show (escaped), or ``None``.
     """

@@ -276,6 +276,29 @@ class QueueBackend(Protocol):
     def depth(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class NavItem:
+    """A link a plugin adds to the dashboard's navigation bar (after the built-in pages)."""
+
+    label: str
+    href: str
+    """A path on the Lumina server (e.g. one a plugin route serves) or an absolute URL."""
+
+
+@dataclass(frozen=True)
+class SpanPanel:
+    """A panel a plugin adds to the span view of the trace page.
+
+    ``rows(span)`` gets the span as ``GET /api/v1/spans/{trace_id}/{span_id}`` returns it and gives
+    ``(label, value)`` rows to show, or ``None`` to leave the panel out for this span. The dashboard
+    escapes both, so a panel cannot inject markup. It runs when a span is viewed, never on ingest; an
+    exception shows as an error in the panel and does not break the page.
+    """
+
+    title: str
+    rows: Callable[[dict[str, Any]], list[tuple[str, str]] | None]
+
+
 __all__ = [
     "PLUGIN_API_VERSION",
     "TOKEN_BUCKETS",
@@ -290,12 +313,14 @@ __all__ = [
     "Extractor",
     "LLMFields",
     "LuminaError",
+    "NavItem",
     "PriceRule",
     "PricingProvider",
     "QueueBackend",
     "QueueFull",
     "QueueUnavailable",
     "SpanBatch",
+    "SpanPanel",
     "SpanRecord",
     "hookimpl",
     "hookspec",

@@ -11,7 +11,7 @@ from typing import Any
 import pluggy
 
 from lumina_core import hookspecs
-from lumina_core.plugin_api import PROJECT_NAME, ComponentFactory, ComponentKind, ConfigError
+from lumina_core.plugin_api import PROJECT_NAME, ComponentFactory, ComponentKind, ConfigError, NavItem, SpanPanel
 
 REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "extractor": "lumina_register_extractors",
@@ -73,6 +73,13 @@ class PluginHost:
             self._load_entry_points()
         self.pm.check_pending()
         self.factories = self._collect_factories()
+        # pluggy calls the newest registration first; the dashboard shows them in registration order
+        self.nav_items: list[NavItem] = [
+            i for items in reversed(self.pm.hook.lumina_dashboard_nav_items()) for i in items
+        ]
+        self.span_panels: list[SpanPanel] = [
+            p for panels in reversed(self.pm.hook.lumina_dashboard_span_panels()) for p in panels
+        ]
 
     def _load_entry_points(self) -> None:
         # pluggy de-duplicates entry points by name, so two distributions using one name would

@@ -146,6 +146,11 @@ def test_custom_price_beats_built_in_and_deleting_it_restores_the_list_price(ser
     price = add_price(server, model="gpt-4o", provider="openai", input=1.0, output=2.0)
     custom = cost_of(server, "openai", "gpt-4o")
     assert (custom["cost_usd"], custom["cost_source"]) == (pytest.approx(3.0), "custom")
+    url = f"{server.http_url}/api/v1/pricing/custom/{price['id']}"
+    replaced = httpx.put(url, json={"model": "gpt-4o", "provider": "openai", "input": 2.0, "output": 2.0})
+    assert (replaced.status_code, replaced.json()["input"]) == (200, 2.0)
+    assert cost_of(server, "openai", "gpt-4o")["cost_usd"] == pytest.approx(4.0)
+    assert httpx.put(url + "9", json={"model": "x", "input": 1, "output": 1}).status_code == 404
     assert cost_of(server, "azure", "gpt-4o")["cost_source"] != "custom"  # the rule names a provider
     listed = httpx.get(f"{server.http_url}/api/v1/pricing/custom").json()["data"]
     assert [p["id"] for p in listed] == [price["id"]]

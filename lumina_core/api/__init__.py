@@ -204,10 +204,15 @@ class Operation:
 
 def parse_args(request: Request, params: tuple[Param, ...]) -> dict[str, Any]:
     """The query parameters, parsed; unknown or repeated-but-single parameters are refused."""
+    return parse_query(request.query_params.multi_items(), params)
+
+
+def parse_query(items: list[tuple[str, str]], params: tuple[Param, ...]) -> dict[str, Any]:
+    """``(name, value)`` pairs parsed by ``params``, with their defaults for those not given."""
     known = {p.name: p for p in params}
     args: dict[str, Any] = {p.name: ([] if p.repeated else p.default) for p in params}
     seen: set[str] = set()
-    for name, value in request.query_params.multi_items():
+    for name, value in items:
         param = known.get(name)
         if param is None:
             raise invalid(name, f"unknown parameter; this endpoint takes {', '.join(known) or 'none'}")

@@ -1,4 +1,4 @@
-"""``/api/v1/pricing``: custom prices (create, list, delete), unpriced models, and price quotes.
+"""``/api/v1/pricing``: custom prices (create, list, replace, delete), unpriced models, and price quotes.
 
 Custom prices apply to every project (they are prices, not data), so changing them takes an admin key.
 """
@@ -20,7 +20,7 @@ from lumina_core.config import CustomPriceSettings
 from lumina_core.plugin_api import TOKEN_BUCKETS
 from lumina_core.pricing import price_call
 from lumina_core.storage import analytics
-from lumina_core.storage.prices import add_custom_price, delete_custom_price, list_custom_prices
+from lumina_core.storage.prices import list_custom_prices
 from lumina_core.storage.queries import iso
 
 if TYPE_CHECKING:
@@ -35,7 +35,12 @@ QUOTE_PARAMS = (
 )
 
 
-def _price_out(row: dict[str, Any], source: str) -> dict[str, Any]:
+def stored_price_id(raw: str) -> int | None:
+    """The id in a custom price's path, or ``None`` if it cannot name one."""
+    return int(raw) if raw.isascii() and raw.isdecimal() and len(raw) <= 9 else None
+
+
+def price_out(row: dict[str, Any], source: str) -> dict[str, Any]:
     effective = row.get("effective_from_unix_nano")
     return {
         "id": row.get("id"),
@@ -45,24 +50,49 @@ def _price_out(row: dict[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+def quote(lumina: Lumina, args: dict[str, Any]) -> dict[str, Any]:
+    """The price of a hypothetical call (``QUOTE_PARAMS``, parsed), and the rule that prices it."""
+    model = args["model"]
+    provider = (args["provider"] or "").lower() or None
+    tokens: dict[str, int | None] = {bucket: args[f"{bucket}_tokens"] for bucket in TOKEN_BUCKETS}
+    rule = lumina.pricing.lookup(provider, model, args["at"] or time.time_ns())
+    out: dict[str, Any] = {"model": model, "provider": provider, "tokens": tokens}
+    if rule is None:
+        out.update(pricing_status="unpriced", cost_usd=None, source=None, rule=None, prices_per_mtok=None)
+        return out
+    applied, cost = price_call(rule, tokens)
+    out.update(
+        pricing_status="priced",
+        cost_usd=cost,
+        source=applied.source,
+        rule=applied.rule,
+        prices_per_mtok={bucket: applied.per_mtok(bucket) for bucket in TOKEN_BUCKETS},
+    )
+    return out
+
+
 def operations(lumina: Lumina) -> list[Operation]:
     async def list_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        from_config = [_price_out(p.as_values(), "config") for p in lumina.settings.pricing.custom]
-        stored = [_price_out(row, "api") for row in await list_custom_prices(lumina.engine)]
+        from_config = [price_out(p.as_values(), "config") for p in lumina.settings.pricing.custom]
+        stored = [price_out(row, "api") for row in await list_custom_prices(lumina.engine)]
         return json_response({"data": from_config + stored})
 
     async def create_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
+        row = await lumina.add_custom_price(await read_body(request, CustomPriceSettings))
+        return json_response(price_out(row, "api"), 201)
+
+    async def replace_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
+        price_id = stored_price_id(request.path_params["price_id"])
         price = await read_body(request, CustomPriceSettings)
-        row = await add_custom_price(lumina.engine, price.as_values())
-        await lumina.reload_custom_prices()
-        return json_response(_price_out(row, "api"), 201)
+        row = await lumina.update_custom_price(price_id, price) if price_id is not None else None
+        if row is None:
+            raise ApiError(404, "not_found", f"custom price {request.path_params['price_id']} not found")
+        return json_response(price_out(row, "api"))
 
     async def delete_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        raw_id = request.path_params["price_id"]
-        known = raw_id.isascii() and raw_id.isdecimal() and len(raw_id) <= 9
-        if not (known and await delete_custom_price(lumina.engine, int(raw_id))):
-            raise ApiError(404, "not_found", f"custom price {raw_id} not found")
-        await lumina.reload_custom_prices()
+        price_id = stored_price_id(request.path_params["price_id"])
+        if price_id is None or not await lumina.delete_custom_price(price_id):
+            raise ApiError(404, "not_found", f"custom price {request.path_params['price_id']} not found")
         return Response(status_code=204)
 
     async def unpriced(request: Request, access: Access, args: dict[str, Any]) -> Response:
@@ -73,24 +103,8 @@ def operations(lumina: Lumina) -> list[Operation]:
         )
         return json_response({"data": data})
 
-    async def quote(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        model = args["model"]
-        provider = (args["provider"] or "").lower() or None
-        tokens: dict[str, int | None] = {bucket: args[f"{bucket}_tokens"] for bucket in TOKEN_BUCKETS}
-        rule = lumina.pricing.lookup(provider, model, args["at"] or time.time_ns())
-        out: dict[str, Any] = {"model": model, "provider": provider, "tokens": tokens}
-        if rule is None:
-            out.update(pricing_status="unpriced", cost_usd=None, source=None, rule=None, prices_per_mtok=None)
-            return json_response(out)
-        applied, cost = price_call(rule, tokens)
-        out.update(
-            pricing_status="priced",
-            cost_usd=cost,
-            source=applied.source,
-            rule=applied.rule,
-            prices_per_mtok={bucket: applied.per_mtok(bucket) for bucket in TOKEN_BUCKETS},
-        )
-        return json_response(out)
+    async def quote_endpoint(request: Request, access: Access, args: dict[str, Any]) -> Response:
+        return json_response(quote(lumina, args))
 
     price_body = CustomPriceSettings.model_json_schema()
     return [
@@ -108,6 +122,17 @@ def operations(lumina: Lumina) -> list[Operation]:
             body=price_body,
             tag="pricing",
             errors=(400, 401, 403, 422),
+        ),
+        Operation(
+            "PUT",
+            "/api/v1/pricing/custom/{price_id}",
+            "Replace a custom price added through the API",
+            replace_custom,
+            s.CUSTOM_PRICE,
+            "admin",
+            body=price_body,
+            tag="pricing",
+            errors=(400, 401, 403, 404, 422),
         ),
         Operation(
             "DELETE",
@@ -132,7 +157,7 @@ def operations(lumina: Lumina) -> list[Operation]:
             "GET",
             "/api/v1/pricing/quote",
             "Price a hypothetical call and name the rule",
-            quote,
+            quote_endpoint,
             s.QUOTE,
             params=QUOTE_PARAMS,
             tag="pricing",

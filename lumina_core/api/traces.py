@@ -65,6 +65,8 @@ FILTER_PARAMS: tuple[Param, ...] = (
     text_param("q", "text in span names, system prompts, input or output messages (case-insensitive)", 200),
 )
 
+LLM_PARAM = bool_param("llm", "only LLM calls (true) or only other spans (false)")
+
 
 def span_filter(args: dict[str, Any]) -> SpanFilter:
     """The filter given by ``FILTER_PARAMS`` (and ``llm``) in parsed query arguments."""
@@ -88,7 +90,7 @@ def span_filter(args: dict[str, Any]) -> SpanFilter:
     )
 
 
-def _page_params(sorts: dict[str, Any]) -> tuple[Param, ...]:
+def page_params(sorts: dict[str, Any]) -> tuple[Param, ...]:
     keys = tuple(f"{sign}{key}" for key in sorts for sign in ("-", ""))
     return (
         choice_param("sort", "sort key; a leading - sorts descending", keys, "-start_time"),
@@ -140,7 +142,6 @@ def operations(lumina: Lumina) -> list[Operation]:
             raise ApiError(404, "not_found", f"span {trace_id}/{span_id} not found")
         return json_response(span)
 
-    llm = bool_param("llm", "only LLM calls (true) or only other spans (false)")
     return [
         Operation(
             "GET",
@@ -148,7 +149,7 @@ def operations(lumina: Lumina) -> list[Operation]:
             "List traces",
             list_traces,
             s.page(s.TRACE),
-            params=(*FILTER_PARAMS, llm, *_page_params(queries.TRACE_SORTS)),
+            params=(*FILTER_PARAMS, LLM_PARAM, *page_params(queries.TRACE_SORTS)),
             tag="traces",
         ),
         Operation(
@@ -166,7 +167,7 @@ def operations(lumina: Lumina) -> list[Operation]:
             "Search spans",
             list_spans,
             s.page(s.SPAN_SUMMARY),
-            params=(*FILTER_PARAMS, llm, *_page_params(queries.SPAN_SORTS)),
+            params=(*FILTER_PARAMS, LLM_PARAM, *page_params(queries.SPAN_SORTS)),
             tag="spans",
         ),
         Operation(

@@ -29,6 +29,18 @@ async def add_custom_price(engine: AsyncEngine, values: dict[str, Any]) -> dict[
     return {"id": new_id, **row}
 
 
+async def update_custom_price(engine: AsyncEngine, price_id: int, values: dict[str, Any]) -> dict[str, Any] | None:
+    """Replace a stored price's fields; ``None`` if there is no such price."""
+    row = {k: values.get(k) for k in (*PRICE_FIELDS, "effective_from_unix_nano")}
+    table = custom_prices_table
+    async with engine.begin() as conn:
+        result = await conn.execute(sa.update(table).where(table.c.id == price_id).values(**row))
+        if not result.rowcount:
+            return None
+        updated = (await conn.execute(sa.select(table).where(table.c.id == price_id))).mappings().one()
+    return dict(updated)
+
+
 async def delete_custom_price(engine: AsyncEngine, price_id: int) -> bool:
     async with engine.begin() as conn:
         result = await conn.execute(sa.delete(custom_prices_table).where(custom_prices_table.c.id == price_id))

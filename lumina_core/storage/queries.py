@@ -139,6 +139,8 @@ async def list_traces(
     sort_key = TRACE_SORTS[sort.removeprefix("-")]
     conditions = trace_conditions(flt, engine.dialect.name, sort_key)
     few = await _few_traces(engine, project_id, flt)
+    if few == []:  # nothing has that user, session, model or service
+        return [], None
     if few is not None:
         conditions.append(_t.trace_id.in_(few))
     query = sa.select(traces_table).where(_t.project_id == project_id, *conditions)
@@ -158,13 +160,16 @@ async def _few_traces(engine: AsyncEngine, project_id: str, flt: SpanFilter) -> 
         (_s.model, flt.model),
         (_s.service_name, flt.service),
     ]
+    # On SQLite, DISTINCT of the bare trace_id lets the planner walk the primary key for its order and read
+    # every span of the project (1.5 s on 1M spans) instead of the column's index (5 ms): hide the column.
+    trace_id = _s.trace_id.concat("") if engine.dialect.name == "sqlite" else _s.trace_id
     for column, value in indexed:
         if value is None:
             continue
         where = [_s.project_id == project_id, column == value]
         if flt.start_ns is not None:  # a trace's spans start no earlier than the trace
             where.append(_s.start_time_unix_nano >= flt.start_ns)
-        query = sa.select(_s.trace_id).where(*where).distinct().limit(FEW_TRACES + 1)
+        query = sa.select(trace_id).where(*where).distinct().limit(FEW_TRACES + 1)
         async with engine.connect() as conn:
             ids = list((await conn.execute(query)).scalars())
         if len(ids) <= FEW_TRACES:
