@@ -3,9 +3,10 @@
 
 The data is loaded through OTLP like any application's, unless the database already holds it (pass
 the same ``--data-dir`` or ``--database`` again to skip the load). Timing starts once the server has
-summed the settled hours for analytics, as it does 30 s after an hour stops changing. The query cache is off, so every
-request is computed; each query runs ``--repeat`` times with varying values, and p50 / p95 / max are
-printed against the targets of issue 4.
+summed the settled hours for analytics, as it does 30 s after an hour stops changing. The query cache is
+off, so every request is computed; each query (and dashboard page) runs ``--repeat`` times with varying
+values, and p50 / p95 / max are printed against the targets of issues 4 and 5. ``--only`` picks queries
+by the start of their label (``--only page:`` times the dashboard pages).
 
     .venv/bin/python bench/query.py --data-dir /tmp/lumina-query-bench
     .venv/bin/python bench/query.py --database postgresql+asyncpg://postgres@127.0.0.1:5432/bench_query
@@ -33,6 +34,8 @@ from workload import SERVICES, WORDS, requests
 DAY_NS = 86400 * 10**9
 WEEK_NS = 7 * DAY_NS
 TRACE_LIST_MS, TRACE_DETAIL_MS, WEEK_BY_MODEL_MS = 50, 20, 300
+PAGE_MS = 1000
+"""Issue 5: every dashboard page renders in under 1 s (server time) with 1M spans."""
 
 Params = Callable[[int], dict[str, Any]]
 
@@ -101,6 +104,19 @@ def queries(now_ns: int, trace_ids: list[str], models: list[str]) -> Iterator[tu
     yield "top span names (7 days)", "/api/v1/analytics/top", lambda i: {**week, "by": "span_names"}, None
     yield "services seen", "/api/v1/services", lambda i: {}, None
     yield "models seen", "/api/v1/models", lambda i: {}, None
+    yield "page: overview (24 h)", "/", lambda i: {}, PAGE_MS
+    yield "page: overview (1 h)", "/", cycle("range", ["1h"]), PAGE_MS
+    yield "page: overview (7 days)", "/", cycle("range", ["7d"]), None
+    yield "page: traces", "/traces", lambda i: {}, PAGE_MS
+    yield (
+        "page: traces, model + cost",
+        "/traces",
+        lambda i: {"model": models[i % len(models)], "sort": "-cost"},
+        PAGE_MS,
+    )
+    yield "page: traces (7 days, q)", "/traces", lambda i: {"range": "7d", "q": WORDS[i % 8]}, PAGE_MS
+    yield "page: trace view", "/traces/{trace_id}", lambda i: {"trace_id": trace_ids[i % len(trace_ids)]}, PAGE_MS
+    yield "page: models & pricing", "/models", lambda i: {}, PAGE_MS
 
 
 def load(server: Any, database_url: str, spans: int, concurrency: int) -> None:
@@ -128,6 +144,7 @@ def main() -> None:
     parser.add_argument("--database", help="database URL (default: SQLite in --data-dir)")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8, help="exporters while loading")
+    parser.add_argument("--only", default="", help="time only the queries whose label starts with this")
     args = parser.parse_args()
 
     workdir = Path(args.data_dir)
@@ -149,6 +166,8 @@ def main() -> None:
         failed = []
         models = [m["model"] for m in client.get("/api/v1/models").json()["data"]]
         for label, path, params, target in queries(now_ns, trace_ids, models):
+            if not label.startswith(args.only):
+                continue
             timings = []
             for i in range(args.repeat + 1):
                 query = params(i)

@@ -375,3 +375,18 @@ def test_narrow_screen_and_login(browser: Any, tmp_path: Path) -> None:
         page.goto("/models")
         assert page.locator("#editor").count() == 0  # a read key cannot change prices
         context.close()
+
+
+def test_pages_forbid_inline_scripts_and_foreign_form_posts(dashboard: Endpoints) -> None:
+    with httpx.Client(base_url=dashboard.http_url) as client:
+        for path in ("/", "/traces", "/models", "/login"):
+            policy = client.get(path).headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy, path
+        price = {"model": "evil-model", "input": "0", "output": "0"}
+        foreign = client.post("/models/prices", data=price, headers={"origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        cross_site = client.post("/models/prices", data=price, headers={"sec-fetch-site": "cross-site"})
+        assert cross_site.status_code == 403
+        assert all(p["model"] != "evil-model" for p in api(dashboard, "/api/v1/pricing/custom")["data"])
+        # after signing in, only paths on this server are followed
+        assert client.get("/login", params={"next": "//evil.example/x"}).text.count('value="/"') == 1

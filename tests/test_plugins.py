@@ -148,9 +148,8 @@ def test_plugins_are_listed_by_cli_and_endpoint(sqlite_server, installed_plugin:
 
 def test_third_party_queue_backend_and_pricing_provider_run_the_pipeline(lumina_factory, monkeypatch) -> None:
     """A plugin's queue backend carries the spans and its pricing provider prices them."""
-    from lumina_plugins.memory_queue import MemoryQueue, MemoryQueueConfig
-
     from lumina_core import PriceRule
+    from lumina_plugins.memory_queue import MemoryQueue, MemoryQueueConfig
 
     put_counts: list[int] = []
 

@@ -205,9 +205,8 @@ def test_custom_price_on_the_request_model_beats_the_list_price_of_the_response_
 
 
 def test_time_of_day_prices_follow_the_call_time() -> None:
-    from lumina_plugins.pricing_genai import GenAIPricesProvider
-
     from lumina_core.pricing import PricingChain
+    from lumina_plugins.pricing_genai import GenAIPricesProvider
 
     chain = PricingChain([("genai_prices", GenAIPricesProvider())])
     night = int(datetime(2025, 6, 1, 17, 0, tzinfo=UTC).timestamp()) * 1_000_000_000  # DeepSeek off-peak

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
 from lumina_web.frame import HERE, Dashboard, page
 from lumina_web.models import models_page, price_edits
 from lumina_web.overview import overview
 from lumina_web.session import login, logout
 from lumina_web.traces import trace_list, trace_view
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
 
 if TYPE_CHECKING:
     from lumina_core.app import Lumina

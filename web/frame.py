@@ -3,7 +3,6 @@ range, the navigation, and rendering with a strict Content-Security-Policy and a
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from lumina_web import format as fmt
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -20,11 +18,11 @@ from lumina_core.api import PROJECT_PARAM, ApiError, Param, choice_param, parse_
 from lumina_core.auth import Access, AuthError, InvalidProjectId, Unauthenticated, key_from_headers
 from lumina_core.plugin_api import NavItem
 from lumina_core.storage.projects import list_projects
+from lumina_web import format as fmt
 
 if TYPE_CHECKING:
     from lumina_core.app import Lumina
 
-log = logging.getLogger("lumina.web")
 HERE = Path(__file__).parent
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from lumina_web.frame import Dashboard, PageError, link, time_range
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -19,6 +18,7 @@ from lumina_core.plugin_api import TOKEN_BUCKETS
 from lumina_core.storage import analytics
 from lumina_core.storage.filters import SpanFilter
 from lumina_core.storage.prices import list_custom_prices
+from lumina_web.frame import Dashboard, PageError, link, time_range
 
 PRICE_FORM_FIELDS = ("model", "match", "provider", *TOKEN_BUCKETS, "effective_from")
 QUOTE_FORM = tuple(replace(p, name=f"quote_{p.name}", required=False) for p in QUOTE_PARAMS)

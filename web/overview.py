@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lumina_web.frame import Dashboard, TimeRange, time_range
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,6 +12,7 @@ from lumina_core.auth import Access
 from lumina_core.storage import analytics
 from lumina_core.storage.filters import SpanFilter
 from lumina_core.storage.queries import list_traces
+from lumina_web.frame import Dashboard, TimeRange, time_range
 
 TOKEN_SERIES = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 

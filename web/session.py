@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from lumina_web.frame import KEY_COOKIE, Dashboard
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from lumina_core.auth import AuthError
+from lumina_web.frame import KEY_COOKIE, Dashboard
 
 MAX_KEY_LENGTH = 200
 COOKIE_DAYS = 30

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from lumina_web.frame import Dashboard, PageError, time_range
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,6 +16,7 @@ from lumina_core.auth import Access
 from lumina_core.plugin_api import SpanPanel
 from lumina_core.storage import analytics, queries
 from lumina_core.storage.filters import STATUSES
+from lumina_web.frame import Dashboard, PageError, time_range
 
 log = logging.getLogger("lumina.web")
 LIST_PARAMS = (

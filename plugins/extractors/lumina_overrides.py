@@ -7,9 +7,8 @@ Keys: ``lumina.provider``, ``lumina.model``, ``lumina.operation``, ``lumina.cost
 
 from __future__ import annotations
 
-from lumina_plugins.extractors.values import as_float, as_str, first_int
-
 from lumina_core import TOKEN_BUCKETS, ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
+from lumina_plugins.extractors.values import as_float, as_str, first_int
 
 KEYS = frozenset(
     {

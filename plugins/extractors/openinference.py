@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 from lumina_plugins.extractors.values import (
     as_str,
     first,
@@ -19,8 +20,6 @@ from lumina_plugins.extractors.values import (
     string_list,
     system_text,
 )
-
-from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 
 _OPERATIONS = {"LLM": "chat", "EMBEDDING": "embeddings"}
 

@@ -6,9 +6,8 @@ tokens is therefore treated as unknown, never as free (``values.reported_cost``)
 
 from __future__ import annotations
 
-from lumina_plugins.extractors.values import first_int, reported_cost
-
 from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
+from lumina_plugins.extractors.values import first_int, reported_cost
 
 
 class OpenLITExtractor:

@@ -8,9 +8,8 @@ the deprecated OTel GenAI extractor).
 
 from __future__ import annotations
 
-from lumina_plugins.extractors.values import as_str, first_int
-
 from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
+from lumina_plugins.extractors.values import as_str, first_int
 
 _MARKERS = frozenset(
     {

@@ -10,6 +10,7 @@ Deprecated: ``gen_ai.system``, ``gen_ai.usage.prompt_tokens`` / ``completion_tok
 
 from __future__ import annotations
 
+from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 from lumina_plugins.extractors.values import (
     as_str,
     first_int,
@@ -22,8 +23,6 @@ from lumina_plugins.extractors.values import (
     string_list,
     system_text,
 )
-
-from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 
 REQUEST_PREFIX = "gen_ai.request."
 
