@@ -194,7 +194,7 @@ def test_health_and_readiness(api: httpx.Client) -> None:
 def test_dashboard_lists_traces_and_escapes_span_content(server: Endpoints) -> None:
     request, trace_id = trace("<script>alert(1)</script>", 0, model="gpt-4o")
     post(server, request)
-    page = httpx.get(f"{server.http_url}/")
+    page = httpx.get(f"{server.http_url}/traces")
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "<script>alert(1)</script>" not in page.text

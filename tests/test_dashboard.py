@@ -227,6 +227,15 @@ def test_trace_list_filters_sorts_and_keeps_filters_in_the_url(page: Any, dashbo
     ids = [rows.nth(i).get_attribute("data-trace-id") for i in range(rows.count())]
     assert ids == [t["trace_id"] for t in by_cost]
 
+    page.goto("/traces?limit=3")  # a page at a time, newest first, as the API pages
+    first = [rows.nth(i).get_attribute("data-trace-id") for i in range(rows.count())]
+    page.click("#next-page")
+    page.wait_for_url(re.compile(r"cursor="))
+    assert "limit=3" in page.url
+    second = [rows.nth(i).get_attribute("data-trace-id") for i in range(rows.count())]
+    assert first + second == [t["trace_id"] for t in api(dashboard, "/api/v1/traces")["data"]]
+    assert len(first) == 3 and len(second) == 1 and page.locator("#next-page").count() == 0
+
     page.goto("/traces?status=error&range=1h")  # a shared URL opens the same view
     assert page.locator("#trace-filters select[name=status]").input_value() == "error"
     assert page.locator("#trace-table tbody tr").count() == 1

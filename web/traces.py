@@ -45,19 +45,23 @@ def trace_list(dash: Dashboard) -> Any:
             raise PageError(400, str(exc)) from None
         services = await cache.get(project, ("services",), lambda: analytics.services(engine, project))
         models = await cache.get(project, ("models",), lambda: analytics.models(engine, project))
-        filters = {p.name: request.query_params.getlist(p.name) if p.repeated else args[p.name] for p in LIST_PARAMS}
+        filters = {
+            p.name: request.query_params.getlist(p.name) if p.repeated else args[p.name]
+            for p in LIST_PARAMS
+            if p.name != "cursor" and args[p.name] != p.default  # links carry what differs from the defaults
+        }
         context = {
             "when": when,
             "traces": traces,
             "next_cursor": next_cursor,
             "args": args,
-            "filters": {k: v for k, v in filters.items() if k not in ("cursor", "limit")},
+            "filters": filters,
             "sort": sort,
             "columns": COLUMNS,
             "statuses": STATUSES,
             "services": [row["service_name"] for row in services],
             "models": [row["model"] for row in models],
-            "filtered": any(v not in (None, [], "-start_time") for k, v in filters.items() if k != "limit"),
+            "filtered": any(v not in (None, []) for k, v in filters.items() if k not in ("limit", "sort")),
         }
         return await dash.render(request, access, "traces.html", context)
 
