@@ -85,6 +85,15 @@ const TOKEN_SERIES = [
   ["reasoning_tokens", "reasoning", "--err"],
 ];
 
+// 1.2M, 350k, 12, 0.05: short enough for an axis
+function compact(value) {
+  const size = Math.abs(value);
+  if (size >= 1e9) return +(value / 1e9).toPrecision(3) + "G";
+  if (size >= 1e6) return +(value / 1e6).toPrecision(3) + "M";
+  if (size >= 1e4) return +(value / 1e3).toPrecision(3) + "k";
+  return +value.toPrecision(3) + "";
+}
+
 function chartSeries(name, data) {
   const one = (key, label, colour, fmt) => [[data[key]], [{ label, stroke: cssVar(colour), width: 1.5, value: fmt }]];
   const usd = (u, v) => (v == null ? "–" : "$" + v.toFixed(v < 1 ? 4 : 2));
@@ -126,12 +135,13 @@ function drawCharts() {
         return;
       }
       const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--line"), width: 1 }, ticks: { stroke: cssVar("--line") } };
+      const yAxis = { ...axis, size: 50, values: (u, ticks) => ticks.map(compact) };
       const opts = {
         width: Math.max(box.clientWidth, 200),
         height: 150,
         tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
         series: [{ label: "UTC" }, ...series],
-        axes: [axis, { ...axis, size: 56 }],
+        axes: [axis, yAxis],
         legend: { live: true },
         cursor: { points: { size: 5 } },
       };
