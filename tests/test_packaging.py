@@ -50,7 +50,14 @@ def test_wheel_maps_plugins_and_web_to_lumina_packages(wheel: Path) -> None:
             packaged = f"{name}/{init.relative_to(ROOT / folder).as_posix()}"
             assert packaged in names, f"{packaged} is missing from the wheel (pyproject packages)"
     assert "lumina_web/templates/traces.html" in names
-    assert "lumina_web/static/lumina.css" in names
+    for asset in (
+        "static/lumina.css",
+        "static/lumina.js",
+        "static/vendor/uplot/uPlot.iife.min.js",
+        "static/vendor/uplot/LICENSE",
+        "templates/overview.html",
+    ):
+        assert f"lumina_web/{asset}" in names, asset
     assert "lumina_core/storage/migrations/versions/0001_spans_and_traces.py" in names
     assert "lumina_core/storage/migrations/script.py.mako" in names
 
@@ -96,7 +103,8 @@ def test_wheel_installs_and_serves_in_a_fresh_venv(wheel: Path, tmp_path: Path) 
                 time.sleep(0.2)
         else:
             pytest.fail("the installed lumina did not become ready")
-        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        for page in ("/", "/traces", "/models", "/static/vendor/uplot/uPlot.iife.min.js"):
+            assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 200, page
         plugins = httpx.get(f"http://127.0.0.1:{port}/-/plugins").json()["plugins"]
         assert {"lumina_plugins.memory_queue", "lumina_plugins.extractors.otel_genai"} <= {p["name"] for p in plugins}
     finally:

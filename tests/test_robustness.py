@@ -93,7 +93,7 @@ def test_out_of_range_parameters_are_4xx(sqlite_server: Endpoints) -> None:
         response = httpx.get(base + path)
         assert response.status_code == 200 and response.json()["data"] == [], path
     assert httpx.get(f"{base}/api/v1/pricing/quote?model=gpt-4o&at=99999999999999999").status_code == 200
-    assert httpx.get(f"{base}/?cursor={huge_cursor}").status_code == 200
+    assert httpx.get(f"{base}/traces?cursor={huge_cursor}").status_code == 400  # a page saying so, not a 500
     assert httpx.delete(f"{base}/api/v1/pricing/custom/99999999999999999999").status_code == 404
     far = httpx.post(
         f"{base}/api/v1/pricing/custom", json={"model": "m", "input": 1, "output": 1, "effective_from": "3000-01-01"}
