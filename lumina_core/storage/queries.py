@@ -145,8 +145,7 @@ async def list_traces(
         if not trace_ids:  # nothing has that user, session, model or service
             return [], None
         conditions.append(_t.trace_id.in_(trace_ids))
-        if engine.dialect.name == "sqlite":  # fetch the few by id and sort them, not walk the sort order to them
-            sort_key = sort_key + 0
+        sort_key = sort_key + 0  # fetch the few by id and sort them; walking the sort order to them reads many
     conditions += trace_conditions(flt, engine.dialect.name, sort_key)
     query = sa.select(traces_table).where(_t.project_id == project_id, *conditions)
     return await _keyset_page(engine, query, sort_key, [_t.trace_id], sort, limit, cursor)
