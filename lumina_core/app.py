@@ -26,6 +26,7 @@ from lumina_core.metrics import Metrics
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
+from lumina_core.quality import QualityMonitor
 from lumina_core.storage import prices, queries
 from lumina_core.storage.cache import QueryCache
 from lumina_core.storage.database import create_engine, migrate, refresh_statistics
@@ -52,12 +53,18 @@ class Lumina:
         self.auth = Authenticator(self.engine)
         self.cache = QueryCache(self.engine, settings.storage.query_cache_entries)
         self.intake = Intake(self.queue, self.metrics, self.auth)
+        self.quality = (
+            QualityMonitor(self.engine, self.writer, settings.quality, components.detectors)
+            if components.detectors
+            else None
+        )
         self.worker = Worker(
             self.queue,
             ExtractStage(components.extractors),
             PriceStage(self.pricing, self.metrics.unpriced),
             self.writer,
             settings.pipeline.batch_max_spans,
+            self.quality,
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
@@ -124,6 +131,8 @@ class Lumina:
             asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
             asyncio.create_task(self._maintain_storage(), name="lumina-storage-maintenance"),
         ]
+        if self.quality is not None and self.quality.deferred:
+            self._tasks.append(asyncio.create_task(self.quality.run_deferred(), name="lumina-quality-deferred"))
         server = self.settings.server
         if server.otlp_grpc_port is not None:
             self.grpc_server, self.grpc_port = create_grpc_server(

@@ -188,6 +188,27 @@ def keys_revoke(config: Path | None, key_id: int) -> None:
 
 
 @main.group()
+def quality() -> None:
+    """Quality baselines."""
+
+
+@quality.command("pin")
+@config_option
+@click.argument("trace_id")
+@click.argument("span_id")
+@click.option("--project", default="default", show_default=True)
+def quality_pin(config: Path | None, trace_id: str, span_id: str, project: str) -> None:
+    """Make a span's response the one baseline of its prompt; the current baselines retire."""
+    from lumina_core.quality import NotPinnable, pin_span
+
+    try:
+        pinned = _run_on_database(config, lambda engine: pin_span(engine, project, trace_id.lower(), span_id.lower()))
+    except NotPinnable as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"baseline {pinned['id']} pinned for prompt {pinned['fingerprint']}")
+
+
+@main.group()
 def config() -> None:
     """Check or show the configuration."""
 

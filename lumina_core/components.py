@@ -12,6 +12,7 @@ from lumina_core.plugin_api import (
     ComponentContext,
     ComponentKind,
     ConfigError,
+    Detector,
     Extractor,
     PricingProvider,
     QueueBackend,
@@ -24,6 +25,7 @@ class Components:
     extractors: list[Extractor]
     queue: QueueBackend
     pricing_providers: list[tuple[str, PricingProvider]]
+    detectors: dict[str, Detector]
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -81,6 +83,17 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     errors.extend(
         (f"pricing_providers.{ref}", "configured but not listed in pricing.providers") for ref in sorted(unused)
     )
+    detector_types = sorted(
+        {*settings.quality.detectors, *(d for r in settings.quality.services.values() for d in r.detectors or [])}
+    )
+    detectors = {
+        ref: _build(
+            host, "detector", ref, settings.detectors.get(ref, {}), f"detectors.{ref}", settings, errors, create
+        )
+        for ref in detector_types
+    }
+    unused = set(settings.detectors) - set(detector_types)
+    errors.extend((f"detectors.{ref}", "configured but not listed in quality.detectors") for ref in sorted(unused))
     queue = _build(
         host, "queue_backend", settings.queue.type, settings.queue.backend_config(), "queue", settings, errors, create
     )
@@ -93,4 +106,9 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
         for ref, provider in pricing_providers:
             if not isinstance(provider, PricingProvider):
                 raise ConfigError([("pricing.providers", f"{ref} has no lookup(provider, model, at) method")])
-    return Components(extractors=extractors, queue=queue, pricing_providers=pricing_providers)
+        for ref, detector in detectors.items():
+            if not isinstance(detector, Detector) or detector.mode not in ("inline", "deferred"):
+                raise ConfigError(
+                    [(f"detectors.{ref}", "not a detector: needs mode 'inline' or 'deferred' and score()")]
+                )
+    return Components(extractors=extractors, queue=queue, pricing_providers=pricing_providers, detectors=detectors)

@@ -116,6 +116,35 @@ class PricingSettings(Section):
     refresh_seconds: float = Field(30, gt=0, description="how often custom prices are re-read from the database")
 
 
+class QualityRules(Section):
+    """What quality checks a service's LLM calls get; unset fields fall back to ``[quality]``."""
+
+    detectors: list[str] | None = Field(None, description="detector types to run: [] for none")
+    degraded_below: float | None = Field(
+        None, ge=0, le=1, description="a score under this marks the span degraded (default: never)"
+    )
+
+
+class QualitySettings(Section):
+    detectors: list[str] = Field(
+        default_factory=lambda: ["exact_match"], description="detector types run on every service's LLM calls"
+    )
+    degraded_below: float | None = Field(
+        None, ge=0, le=1, description="a score under this marks the span degraded (default: never)"
+    )
+    baseline_size: int = Field(
+        1, ge=1, le=100, description="the first N responses of a prompt become its baseline (unless one is pinned)"
+    )
+    services: dict[str, QualityRules] = Field(default_factory=dict, description="per-service overrides")
+
+    def for_service(self, service: str) -> tuple[list[str], float | None]:
+        """The detectors and degraded threshold of ``service`` (its override, else the defaults)."""
+        rules = self.services.get(service)
+        detectors = rules.detectors if rules and rules.detectors is not None else self.detectors
+        threshold = rules.degraded_below if rules and rules.degraded_below is not None else self.degraded_below
+        return detectors, threshold
+
+
 class PluginSettings(Section):
     block: list[str] = Field(default_factory=list, description="plugin names not to load")
     entry_points: bool = Field(True, description="discover plugins from the 'lumina' entry-point group")
@@ -128,12 +157,16 @@ class Settings(Section):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     extractors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of extractor instances, keyed type or type/name"
     )
     pricing_providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of pricing provider instances, keyed type or type/name"
+    )
+    detectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of quality detectors, keyed by type"
     )
 
     @property

@@ -40,6 +40,16 @@ def lumina_register_pricing_providers() -> list[ComponentFactory]:  # type: igno
 
 
 @hookspec
+def lumina_register_detectors() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register quality detectors, which score a response against the baseline responses of its prompt.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns a :class:`Detector`. The detectors that run are those ``quality.detectors`` names (per
+    service: ``quality.services."<name>".detectors``).
+    """
+
+
+@hookspec
 def lumina_dashboard_nav_items() -> list[NavItem]:  # type: ignore[empty-body]
     """Add links to the dashboard's navigation bar.
 

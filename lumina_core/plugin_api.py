@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -23,7 +23,7 @@ PLUGIN_API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-ComponentKind = Literal["extractor", "queue_backend", "pricing_provider"]
+ComponentKind = Literal["extractor", "queue_backend", "pricing_provider", "detector"]
 Stability = Literal["stable", "beta", "alpha"]
 
 
@@ -276,6 +276,22 @@ class QueueBackend(Protocol):
     def depth(self) -> int: ...
 
 
+@runtime_checkable
+class Detector(Protocol):
+    """Scores how close an LLM response is to the baseline responses of the same prompt fingerprint.
+
+    ``mode`` is ``"inline"`` (cheap: runs in the worker right after a batch is stored) or ``"deferred"``
+    (runs in a background task over stored spans, so intake and the worker never wait for it).
+    ``score`` gets ``(output, baseline_outputs)`` pairs and returns one score per pair, from 0 (nothing
+    alike) to 1 (the same); Lumina keeps the score, calls 1 a ``match`` and anything lower ``changed``,
+    and marks the span ``degraded`` below the service's threshold.
+    """
+
+    mode: str
+
+    async def score(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[float]: ...
+
+
 @dataclass(frozen=True)
 class NavItem:
     """A link a plugin adds to the dashboard's navigation bar (after the built-in pages)."""
@@ -310,6 +326,7 @@ __all__ = [
     "ComponentKind",
     "ConfigError",
     "Delivery",
+    "Detector",
     "Extractor",
     "LLMFields",
     "LuminaError",

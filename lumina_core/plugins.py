@@ -17,6 +17,7 @@ REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "extractor": "lumina_register_extractors",
     "queue_backend": "lumina_register_queue_backends",
     "pricing_provider": "lumina_register_pricing_providers",
+    "detector": "lumina_register_detectors",
 }
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from lumina_core.extraction import ExtractStage
 from lumina_core.plugin_api import BatchRejected, Delivery, QueueBackend, QueueUnavailable
 from lumina_core.pricing import PriceStage
+from lumina_core.quality import Call, QualityMonitor, call_of
 from lumina_core.storage.writer import PreparedRows, SpanWriter
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,20 @@ class Worker:
     """
 
     def __init__(
-        self, queue: QueueBackend, extract: ExtractStage, price: PriceStage, writer: SpanWriter, batch_max_spans: int
+        self,
+        queue: QueueBackend,
+        extract: ExtractStage,
+        price: PriceStage,
+        writer: SpanWriter,
+        batch_max_spans: int,
+        quality: QualityMonitor | None = None,
     ):
         self.queue = queue
         self.extract = extract
         self.price = price
         self.writer = writer
         self.batch_max_spans = batch_max_spans
+        self.quality = quality
         self.spans_stored = 0
 
     async def run(self) -> None:
@@ -53,39 +61,58 @@ class Worker:
             if storing is not None:
                 await storing
 
-    def _prepare(self, group: list[Delivery]) -> list[PreparedRows | Exception]:
-        """Extract, price and make driver parameters (all CPU, run off the event loop), batch by batch,
-        so that a batch that cannot be processed fails alone."""
-        prepared: list[PreparedRows | Exception] = []
+    def _prepare(self, group: list[Delivery]) -> list[tuple[PreparedRows, list[Call]] | Exception]:
+        """Extract, price, pick the calls to check for quality and make driver parameters (all CPU, run
+        off the event loop), batch by batch, so that a batch that cannot be processed fails alone."""
+        prepared: list[tuple[PreparedRows, list[Call]] | Exception] = []
         for delivery in group:
             try:
                 rows = self.extract.rows(delivery.batch)
                 self.price.apply(rows)
-                prepared.append(self.writer.prepare(rows))
+                project_id = delivery.batch.project_id
+                calls = [c for row in rows if (c := call_of(project_id, row))] if self.quality else []
+                prepared.append((self.writer.prepare(rows), calls))
             except Exception as exc:
                 log.exception("a batch of %d spans could not be processed", len(delivery.batch.spans))
                 prepared.append(exc)
         return prepared
 
-    async def _store(self, items: list[tuple[Delivery, PreparedRows]]) -> None:
+    async def _store(self, items: list[tuple[Delivery, tuple[PreparedRows, list[Call]]]]) -> None:
+        stored = await self._write([(delivery, rows) for delivery, (rows, _) in items])
+        if self.quality is not None:
+            calls = [
+                call for (_, (_, batch_calls)), ok in zip(items, stored, strict=True) if ok for call in batch_calls
+            ]
+            try:  # after the ack: exporters never wait for quality checks
+                await self.quality.after_store(calls)
+            except Exception:
+                log.exception("quality checks of %d calls failed", len(calls))
+
+    async def _write(self, items: list[tuple[Delivery, PreparedRows]]) -> list[bool]:
+        """Store the batches in one transaction (one by one if that fails); ack or nack each. Returns
+        which were stored."""
         try:
             await self.writer.write(*(rows for _, rows in items))
         except Exception as exc:
             if _retryable(exc) or len(items) == 1:
                 for delivery, _ in items:
                     await self._fail(delivery, exc)
-                return
+                return [False] * len(items)
             log.warning("group commit of %d batches failed (%s); retrying one by one", len(items), exc)
+            stored = []
             for delivery, rows in items:
                 try:
                     await self.writer.write(rows)
                 except Exception as single_exc:
                     await self._fail(delivery, single_exc)
+                    stored.append(False)
                 else:
                     await self._done(delivery, rows.count)
-            return
+                    stored.append(True)
+            return stored
         for delivery, rows in items:
             await self._done(delivery, rows.count)
+        return [True] * len(items)
 
     async def _done(self, delivery: Delivery, count: int) -> None:
         self.spans_stored += count

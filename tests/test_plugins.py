@@ -43,6 +43,7 @@ def test_builtins_are_registered_explicitly_and_described() -> None:
         "extractor": ["lumina", "openinference", "openlit", "openllmetry", "otel_genai", "otel_genai_deprecated"],
         "queue_backend": ["memory"],
         "pricing_provider": ["genai_prices"],
+        "detector": ["exact_match"],
     }
     described = {info.name: info for info in host.describe()}
     memory = described["lumina_plugins.memory_queue"]

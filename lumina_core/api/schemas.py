@@ -46,6 +46,11 @@ def _row(table: sa.Table, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
     return obj(properties)
 
 
+def table_row(table: sa.Table) -> dict[str, Any]:
+    """A row of ``table`` as stored: one property per column."""
+    return obj({c.name: _column_schema(c) for c in table.columns})
+
+
 TRACE = _row(traces_table)
 SPAN_SUMMARY = _row(spans_table, HEAVY_SPAN_COLUMNS)
 SPAN = _row(spans_table)

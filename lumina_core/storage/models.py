@@ -234,3 +234,49 @@ class ApiKey(SQLModel, table=True):
 
 projects_table: sa.Table = Project.__table__  # type: ignore[attr-defined]
 api_keys_table: sa.Table = ApiKey.__table__  # type: ignore[attr-defined]
+
+
+class QualityBaseline(SQLModel, table=True):
+    """A response that calls with the same prompt fingerprint are compared against.
+
+    The first ``quality.baseline_size`` responses of a fingerprint become its baselines, unless one is
+    pinned; pinning retires the active ones (``retired_unix_nano``), which stay as history.
+    """
+
+    __tablename__ = "quality_baselines"
+    __table_args__ = (sa.Index("ix_quality_baselines_fingerprint", "project_id", "fingerprint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str
+    fingerprint: str = Field(description="SHA-256 of service, span name, model and normalised input")
+    trace_id: str
+    span_id: str
+    output: str = Field(sa_type=sa.Text)
+    pinned: bool = False
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+    retired_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class QualityResult(SQLModel, table=True):
+    """One detector's verdict on one LLM span: ``baseline`` (it became one), ``match`` or ``changed``."""
+
+    __tablename__ = "quality_results"
+    __table_args__ = (sa.Index("ix_quality_results_project_checked", "project_id", "span_start_unix_nano"),)
+
+    project_id: str = Field(primary_key=True)
+    trace_id: str = Field(primary_key=True)
+    span_id: str = Field(primary_key=True)
+    detector: str = Field(primary_key=True)
+    fingerprint: str
+    service_name: str
+    span_name: str
+    span_start_unix_nano: int = Field(sa_type=sa.BigInteger)
+    baseline_id: int | None = None
+    score: float | None = None
+    verdict: str
+    degraded: bool = False
+    checked_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+quality_baselines_table: sa.Table = QualityBaseline.__table__  # type: ignore[attr-defined]
+quality_results_table: sa.Table = QualityResult.__table__  # type: ignore[attr-defined]

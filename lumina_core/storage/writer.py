@@ -25,7 +25,8 @@ def _dialect_insert(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
-def _upsert(table: sa.Table, dialect: str) -> Any:
+def upsert(table: sa.Table, dialect: str) -> Any:
+    """``INSERT … ON CONFLICT (primary key) DO UPDATE`` every other column."""
     stmt = _dialect_insert(dialect)(table)
     keys = [c.name for c in table.primary_key.columns]
     return stmt.on_conflict_do_update(
@@ -93,7 +94,7 @@ class SpanWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         dialect = engine.dialect.name
-        compiled = _upsert(spans_table, dialect).compile(dialect=engine.dialect)
+        compiled = upsert(spans_table, dialect).compile(dialect=engine.dialect)
         self._upsert_spans_sql = str(compiled)
         self._span_columns = tuple(compiled.positiontup or ())
         json_columns = {c.name for c in spans_table.columns if isinstance(c.type, sa.JSON)}

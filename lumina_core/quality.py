@@ -1,0 +1,329 @@
+"""Quality monitoring: each LLM response is compared with the baseline responses of its prompt.
+
+A prompt *fingerprint* (service, span name, model, normalised input) says which calls are alike; only
+those are compared. The first ``quality.baseline_size`` responses of a fingerprint become its baselines,
+unless an operator pins one (``POST /api/v1/quality/baselines``, ``lumina quality pin``). Detectors score
+a response against the baselines: inline ones right after the worker stored the batch, deferred ones in
+a background task. A score under the service's ``degraded_below`` turns an ``ok`` span ``degraded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from lumina_core.config import QualitySettings
+from lumina_core.plugin_api import Detector
+from lumina_core.storage import queries
+from lumina_core.storage.models import quality_baselines_table, quality_results_table, spans_table
+from lumina_core.storage.writer import SpanWriter, upsert
+
+log = logging.getLogger(__name__)
+CHUNK = 500
+MAX_PENDING_BATCHES = 1000
+"""Batches waiting for deferred detectors; beyond it a batch is left unchecked (and logged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An LLM response to check, as the worker stored it."""
+
+    project_id: str
+    trace_id: str
+    span_id: str
+    service_name: str
+    span_name: str
+    start_unix_nano: int
+    fingerprint: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    id: int
+    output: str
+    pinned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A call with the baselines it is compared against; ``became`` is its own id if it became one."""
+
+    call: Call
+    baselines: tuple[Baseline, ...]
+    became: int | None = None
+
+
+def prompt_fingerprint(span: dict[str, Any]) -> str:
+    """SHA-256 of what makes two calls alike: service, span name, model, and the input (messages,
+    system prompt, tools) as the extractors normalised it."""
+    parameters = span.get("invocation_parameters") or {}
+    tools = parameters.get("tools") if isinstance(parameters, dict) else None
+    key = [span["service_name"], span["name"], span["model"], span["input_messages"], span["system_prompt"], tools]
+    return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+
+
+def output_text(span: dict[str, Any]) -> str | None:
+    """The response's text: the output messages' contents, one per line; ``None`` when there is none."""
+    parts = []
+    for message in span.get("output_messages") or ():
+        content = message.get("content") if isinstance(message, dict) else message
+        if isinstance(content, str):
+            parts.append(content)
+        elif content is not None:
+            parts.append(orjson.dumps(content, option=orjson.OPT_SORT_KEYS, default=str).decode())
+        if isinstance(message, dict) and message.get("tool_calls"):
+            parts.append(orjson.dumps(message["tool_calls"], option=orjson.OPT_SORT_KEYS, default=str).decode())
+    return "\n".join(parts) if parts else None
+
+
+def call_of(project_id: str, span: dict[str, Any]) -> Call | None:
+    """The call to check in a span row, or ``None`` for spans that are not LLM responses."""
+    if not span["is_llm"]:
+        return None
+    output = output_text(span)
+    if output is None:
+        return None
+    return Call(
+        project_id,
+        span["trace_id"],
+        span["span_id"],
+        span["service_name"],
+        span["name"],
+        span["start_time_unix_nano"],
+        prompt_fingerprint(span),
+        output,
+    )
+
+
+class QualityMonitor:
+    """Assigns baselines, runs the detectors and stores their verdicts (and degraded statuses)."""
+
+    def __init__(
+        self, engine: AsyncEngine, writer: SpanWriter, settings: QualitySettings, detectors: dict[str, Detector]
+    ) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.settings = settings
+        self.detectors = detectors
+        self.deferred = {name: d for name, d in detectors.items() if d.mode == "deferred"}
+        self._pending: asyncio.Queue[list[Judged]] = asyncio.Queue(MAX_PENDING_BATCHES)
+        self.checked = 0
+
+    def wanted(self, call: Call) -> bool:
+        return bool(self.settings.for_service(call.service_name)[0])
+
+    async def after_store(self, calls: Sequence[Call]) -> None:
+        """Check a stored batch's calls: baselines now, inline detectors now, deferred ones later."""
+        calls = [c for c in calls if self.wanted(c)]
+        if not calls:
+            return
+        judged = await self._assign_baselines(calls)
+        inline = {n: d for n, d in self.detectors.items() if d.mode == "inline"}
+        await self._run(judged, inline)
+        if self.deferred:
+            try:
+                self._pending.put_nowait(judged)
+            except asyncio.QueueFull:
+                log.warning("deferred quality checks are behind: %d calls left unchecked", len(judged))
+
+    async def run_deferred(self) -> None:
+        """The background task of the deferred detectors."""
+        while True:
+            judged = await self._pending.get()
+            try:
+                await self._run(judged, self.deferred)
+            except Exception:
+                log.exception("deferred quality checks of %d calls failed", len(judged))
+
+    def pending(self) -> int:
+        return self._pending.qsize()
+
+    async def _assign_baselines(self, calls: list[Call]) -> list[Judged]:
+        """Each call with its fingerprint's active baselines; the first ones of a new fingerprint become
+        baselines themselves (until ``baseline_size`` are active, or one is pinned)."""
+        keys = sorted({(c.project_id, c.fingerprint) for c in calls})
+        active: dict[tuple[str, str], list[Baseline]] = {key: [] for key in keys}
+        b = quality_baselines_table.c
+        out: list[Judged] = []
+        async with self.engine.begin() as conn:
+            for project_id in {p for p, _ in keys}:
+                prints = [f for p, f in keys if p == project_id]
+                for i in range(0, len(prints), CHUNK):
+                    query = (
+                        sa.select(b.id, b.fingerprint, b.output, b.pinned)
+                        .where(b.project_id == project_id, b.fingerprint.in_(prints[i : i + CHUNK]))
+                        .where(b.retired_unix_nano.is_(None))
+                        .order_by(b.id)
+                    )
+                    for row in (await conn.execute(query)).all():
+                        active[(project_id, row.fingerprint)].append(Baseline(row.id, row.output, row.pinned))
+            for call in calls:
+                baselines = active[(call.project_id, call.fingerprint)]
+                if any(x.pinned for x in baselines) or len(baselines) >= self.settings.baseline_size:
+                    out.append(Judged(call, tuple(baselines)))
+                    continue
+                new_id = await _insert_baseline(conn, call, pinned=False)
+                baselines.append(Baseline(new_id, call.output, False))
+                out.append(Judged(call, (), became=new_id))
+        return out
+
+    async def _run(self, judged: list[Judged], detectors: dict[str, Detector]) -> None:
+        now = time.time_ns()
+        results: list[dict[str, Any]] = []
+        degraded: dict[str, set[tuple[str, str]]] = {}
+        for name, detector in detectors.items():
+            mine = [j for j in judged if name in self.settings.for_service(j.call.service_name)[0]]
+            compared = [j for j in mine if j.became is None]
+            scores = await detector.score([(j.call.output, [b.output for b in j.baselines]) for j in compared])
+            if len(scores) != len(compared):
+                raise ValueError(f"detector {name} returned {len(scores)} scores for {len(compared)} calls")
+            scored = {id(j): float(score) for j, score in zip(compared, scores, strict=True)}
+            for j in mine:
+                score = scored.get(id(j))
+                threshold = self.settings.for_service(j.call.service_name)[1]
+                is_degraded = score is not None and threshold is not None and score < threshold
+                if is_degraded:
+                    degraded.setdefault(j.call.project_id, set()).add((j.call.trace_id, j.call.span_id))
+                results.append(
+                    {
+                        "project_id": j.call.project_id,
+                        "trace_id": j.call.trace_id,
+                        "span_id": j.call.span_id,
+                        "detector": name,
+                        "fingerprint": j.call.fingerprint,
+                        "service_name": j.call.service_name,
+                        "span_name": j.call.span_name,
+                        "span_start_unix_nano": j.call.start_unix_nano,
+                        "baseline_id": j.became if score is None else _closest(j.baselines, score),
+                        "score": score,
+                        "verdict": "baseline" if score is None else "match" if score >= 1.0 else "changed",
+                        "degraded": is_degraded,
+                        "checked_unix_nano": now,
+                    }
+                )
+        if not results:
+            return
+        async with self.engine.begin() as conn:
+            statement = upsert(quality_results_table, conn.dialect.name)
+            for i in range(0, len(results), CHUNK):
+                await conn.execute(statement, results[i : i + CHUNK])
+            for project_id, spans in sorted(degraded.items()):
+                await self._mark_degraded(conn, project_id, spans)
+        self.checked += len(results)
+
+    async def _mark_degraded(self, conn: AsyncConnection, project_id: str, spans: set[tuple[str, str]]) -> None:
+        s = spans_table.c
+        keys = sorted(spans)
+        for i in range(0, len(keys), CHUNK):
+            chunk = keys[i : i + CHUNK]
+            await conn.execute(
+                sa.update(spans_table)
+                .where(s.project_id == project_id, s.status == "ok", sa.tuple_(s.trace_id, s.span_id).in_(chunk))
+                .values(status="degraded")
+            )
+        await self.writer.refresh_rollups(conn, project_id, {trace_id for trace_id, _ in keys})
+
+
+def _closest(baselines: Iterable[Baseline], score: float) -> int | None:
+    """The baseline a score refers to: a pinned one, else the first (scores are against the set)."""
+    listed = list(baselines)
+    pinned = [b for b in listed if b.pinned]
+    return (pinned or listed)[0].id if listed else None
+
+
+async def _insert_baseline(conn: AsyncConnection, call: Call, pinned: bool) -> int:
+    result = await conn.execute(
+        sa.insert(quality_baselines_table).values(
+            project_id=call.project_id,
+            fingerprint=call.fingerprint,
+            trace_id=call.trace_id,
+            span_id=call.span_id,
+            output=call.output,
+            pinned=pinned,
+            created_unix_nano=time.time_ns(),
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None and key[0] is not None
+    return int(key[0])
+
+
+class NotPinnable(ValueError):
+    """The span is missing (``found`` False) or has no LLM response to pin."""
+
+    def __init__(self, message: str, found: bool) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+async def pin_span(engine: AsyncEngine, project_id: str, trace_id: str, span_id: str) -> dict[str, Any]:
+    """Pin a stored span's response as the one baseline of its prompt (API and CLI)."""
+    span = await queries.get_span(engine, project_id, trace_id, span_id)
+    if span is None:
+        raise NotPinnable(f"span {trace_id}/{span_id} not found in project {project_id}", found=False)
+    call = call_of(project_id, span)
+    if call is None:
+        raise NotPinnable("only an LLM span with output messages can be a baseline", found=True)
+    return await pin_baseline(engine, call)
+
+
+async def pin_baseline(engine: AsyncEngine, call: Call) -> dict[str, Any]:
+    """Make ``call``'s response the one baseline of its fingerprint; the active ones are retired."""
+    b = quality_baselines_table.c
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.update(quality_baselines_table)
+            .where(b.project_id == call.project_id, b.fingerprint == call.fingerprint, b.retired_unix_nano.is_(None))
+            .values(retired_unix_nano=time.time_ns())
+        )
+        new_id = await _insert_baseline(conn, call, pinned=True)
+        row = (await conn.execute(sa.select(quality_baselines_table).where(b.id == new_id))).mappings().one()
+    return dict(row)
+
+
+async def baselines(engine: AsyncEngine, project_id: str, fingerprint: str) -> list[dict[str, Any]]:
+    """Every baseline a fingerprint has had, newest first (retired ones carry ``retired_unix_nano``)."""
+    b = quality_baselines_table.c
+    query = (
+        sa.select(quality_baselines_table)
+        .where(b.project_id == project_id, b.fingerprint == fingerprint)
+        .order_by(b.id.desc())
+    )
+    async with engine.connect() as conn:
+        return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def results(
+    engine: AsyncEngine,
+    project_id: str,
+    *,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    service: str | None = None,
+    verdict: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Detector verdicts, newest span first."""
+    r = quality_results_table.c
+    query = sa.select(quality_results_table).where(r.project_id == project_id)
+    for column, value in (
+        (r.trace_id, trace_id),
+        (r.span_id, span_id),
+        (r.service_name, service),
+        (r.verdict, verdict),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    query = query.order_by(r.span_start_unix_nano.desc(), r.span_id, r.detector).limit(limit)
+    async with engine.connect() as conn:
+        return [dict(row) for row in (await conn.execute(query)).mappings()]
