@@ -6,16 +6,24 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench clean
 
+CORE_STAMP := $(VENV)/.installed-core
 CONTRIB := $(wildcard contrib/*/pyproject.toml)
+# lumina-semantic needs torch: name a CPU build in the same pip command, or pip may pick a CUDA one (GBs)
+TORCH ?= torch==2.13.0
 
-# Lumina and every contrib distribution, each installed as its own distribution (editable).
-$(STAMP): pyproject.toml $(CONTRIB)
+# `make run` needs Lumina alone (editable).
+$(CORE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' $(foreach p,$(CONTRIB),-e $(dir $(p)))
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(CORE_STAMP)
+
+# The tests: Lumina with its test tools, and every contrib distribution installed as its own (editable).
+$(STAMP): $(CORE_STAMP) $(CONTRIB)
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(TORCH) $(foreach p,$(CONTRIB),-e $(dir $(p)))
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(CORE_STAMP)
 	$(BIN)/lumina serve
 
 lint: $(STAMP)

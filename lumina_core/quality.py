@@ -46,6 +46,14 @@ class Call:
     fingerprint: str
     output: str
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.project_id, self.trace_id, self.span_id
+
+
+Scores = dict[tuple[str, str, str], float]
+"""The best score any detector gave each call, by (project, trace, span)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Baseline:
@@ -115,8 +123,9 @@ class QualityMonitor:
         self.writer = writer
         self.settings = settings
         self.detectors = detectors
+        self.inline = {name: d for name, d in detectors.items() if d.mode == "inline"}
         self.deferred = {name: d for name, d in detectors.items() if d.mode == "deferred"}
-        self._pending: asyncio.Queue[list[Judged]] = asyncio.Queue(MAX_PENDING_BATCHES)
+        self._pending: asyncio.Queue[tuple[list[Judged], Scores]] = asyncio.Queue(MAX_PENDING_BATCHES)
         self.checked = 0
 
     def wanted(self, call: Call) -> bool:
@@ -128,20 +137,19 @@ class QualityMonitor:
         if not calls:
             return
         judged = await self._assign_baselines(calls)
-        inline = {n: d for n, d in self.detectors.items() if d.mode == "inline"}
-        await self._run(judged, inline)
+        best = await self._run(judged, self.inline, {})
         if self.deferred:
             try:
-                self._pending.put_nowait(judged)
+                self._pending.put_nowait((judged, best))
             except asyncio.QueueFull:
                 log.warning("deferred quality checks are behind: %d calls left unchecked", len(judged))
 
     async def run_deferred(self) -> None:
         """The background task of the deferred detectors."""
         while True:
-            judged = await self._pending.get()
+            judged, best = await self._pending.get()
             try:
-                await self._run(judged, self.deferred)
+                await self._run(judged, self.deferred, best)
             except Exception:
                 log.exception("deferred quality checks of %d calls failed", len(judged))
 
@@ -177,23 +185,24 @@ class QualityMonitor:
                 out.append(Judged(call, (), became=new_id))
         return out
 
-    async def _run(self, judged: list[Judged], detectors: dict[str, Detector]) -> None:
+    async def _run(self, judged: list[Judged], detectors: dict[str, Detector], best: Scores) -> Scores:
+        """Run ``detectors`` and store their verdicts. A span's quality is the best score any detector
+        gave it (``best`` holds the inline ones' for a deferred run); it is judged degraded once the last
+        of its service's detectors has scored it. Returns the best scores so far."""
         now = time.time_ns()
+        best = dict(best)
         results: list[dict[str, Any]] = []
-        degraded: dict[str, set[tuple[str, str]]] = {}
         for name, detector in detectors.items():
             mine = [j for j in judged if name in self.settings.for_service(j.call.service_name)[0]]
             compared = [j for j in mine if j.became is None]
             scores = await detector.score([(j.call.output, [b.output for b in j.baselines]) for j in compared])
             if len(scores) != len(compared):
                 raise ValueError(f"detector {name} returned {len(scores)} scores for {len(compared)} calls")
-            scored = {id(j): float(score) for j, score in zip(compared, scores, strict=True)}
+            scored = {j.call.key: float(score) for j, score in zip(compared, scores, strict=True)}
             for j in mine:
-                score = scored.get(id(j))
-                threshold = self.settings.for_service(j.call.service_name)[1]
-                is_degraded = score is not None and threshold is not None and score < threshold
-                if is_degraded:
-                    degraded.setdefault(j.call.project_id, set()).add((j.call.trace_id, j.call.span_id))
+                score = scored.get(j.call.key)
+                if score is not None:
+                    best[j.call.key] = max(score, best.get(j.call.key, score))
                 results.append(
                     {
                         "project_id": j.call.project_id,
@@ -204,22 +213,31 @@ class QualityMonitor:
                         "service_name": j.call.service_name,
                         "span_name": j.call.span_name,
                         "span_start_unix_nano": j.call.start_unix_nano,
-                        "baseline_id": j.became if score is None else _closest(j.baselines, score),
+                        "baseline_id": j.became if score is None else _closest(j.baselines),
                         "score": score,
                         "verdict": "baseline" if score is None else "match" if score >= 1.0 else "changed",
-                        "degraded": is_degraded,
+                        "degraded": False,
                         "checked_unix_nano": now,
                     }
                 )
-        if not results:
-            return
-        async with self.engine.begin() as conn:
-            statement = upsert(quality_results_table, conn.dialect.name)
-            for i in range(0, len(results), CHUNK):
-                await conn.execute(statement, results[i : i + CHUNK])
-            for project_id, spans in sorted(degraded.items()):
-                await self._mark_degraded(conn, project_id, spans)
-        self.checked += len(results)
+        degraded: dict[str, set[tuple[str, str]]] = {}
+        for j in judged:
+            names, threshold = self.settings.for_service(j.call.service_name)
+            last_run = detectors is self.deferred or not any(n in self.deferred for n in names)
+            score = best.get(j.call.key)
+            if last_run and score is not None and threshold is not None and score < threshold:
+                degraded.setdefault(j.call.project_id, set()).add((j.call.trace_id, j.call.span_id))
+        for row in results:
+            row["degraded"] = (row["trace_id"], row["span_id"]) in degraded.get(row["project_id"], ())
+        if results:
+            async with self.engine.begin() as conn:
+                statement = upsert(quality_results_table, conn.dialect.name)
+                for i in range(0, len(results), CHUNK):
+                    await conn.execute(statement, results[i : i + CHUNK])
+                for project_id, spans in sorted(degraded.items()):
+                    await self._mark_degraded(conn, project_id, spans)
+            self.checked += len(results)
+        return best
 
     async def _mark_degraded(self, conn: AsyncConnection, project_id: str, spans: set[tuple[str, str]]) -> None:
         s = spans_table.c
@@ -234,8 +252,8 @@ class QualityMonitor:
         await self.writer.refresh_rollups(conn, project_id, {trace_id for trace_id, _ in keys})
 
 
-def _closest(baselines: Iterable[Baseline], score: float) -> int | None:
-    """The baseline a score refers to: a pinned one, else the first (scores are against the set)."""
+def _closest(baselines: Iterable[Baseline]) -> int | None:
+    """The baseline a verdict names: the pinned one, else the first (a score is against them all)."""
     listed = list(baselines)
     pinned = [b for b in listed if b.pinned]
     return (pinned or listed)[0].id if listed else None

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.otlp import raw_request
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -107,6 +109,25 @@ def test_wheel_installs_and_serves_in_a_fresh_venv(wheel: Path, tmp_path: Path) 
             assert httpx.get(f"http://127.0.0.1:{port}{page}").status_code == 200, page
         plugins = httpx.get(f"http://127.0.0.1:{port}/-/plugins").json()["plugins"]
         assert {"lumina_plugins.memory_queue", "lumina_plugins.extractors.otel_genai"} <= {p["name"] for p in plugins}
+        # without lumina-semantic, quality monitoring runs with exact match alone
+        detectors = [t for p in plugins for t in p["types"].get("detector", [])]
+        assert detectors == ["exact_match"]
+        answer = {"gen_ai.output.messages": '[{"role": "assistant", "content": "Paris"}]'}
+        for _ in range(2):
+            body = raw_request([{"name": "chat", "attributes": {"gen_ai.request.model": "gpt-4o", **answer}}])
+            exported = httpx.post(
+                f"http://127.0.0.1:{otlp_port}/v1/traces",
+                content=body.SerializeToString(),
+                headers={"content-type": "application/x-protobuf"},
+            )
+            assert exported.status_code == 200
+        deadline = time.monotonic() + 30
+        verdicts: list[str] = []
+        while len(verdicts) < 2 and time.monotonic() < deadline:
+            results = httpx.get(f"http://127.0.0.1:{port}/api/v1/quality/results").json()["data"]
+            verdicts = sorted(f"{r['detector']}:{r['verdict']}" for r in results)
+            time.sleep(0.1)
+        assert verdicts == ["exact_match:baseline", "exact_match:match"]
     finally:
         server.terminate()
         server.wait(30)
