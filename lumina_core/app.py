@@ -131,8 +131,10 @@ class Lumina:
             asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
             asyncio.create_task(self._maintain_storage(), name="lumina-storage-maintenance"),
         ]
-        if self.quality is not None and self.quality.deferred:
-            self._tasks.append(asyncio.create_task(self.quality.run_deferred(), name="lumina-quality-deferred"))
+        if self.quality is not None:
+            self._tasks.append(asyncio.create_task(self.quality.run(), name="lumina-quality"))
+            if self.quality.deferred:
+                self._tasks.append(asyncio.create_task(self.quality.run_deferred(), name="lumina-quality-deferred"))
         server = self.settings.server
         if server.otlp_grpc_port is not None:
             self.grpc_server, self.grpc_port = create_grpc_server(

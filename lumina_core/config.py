@@ -127,7 +127,8 @@ class QualityRules(Section):
 
 class QualitySettings(Section):
     detectors: list[str] = Field(
-        default_factory=lambda: ["exact_match"], description="detector types run on every service's LLM calls"
+        default_factory=list,
+        description="detector types run on every service's LLM calls, e.g. ['exact_match']; none by default",
     )
     degraded_below: float | None = Field(
         None, ge=0, le=1, description="a score under this marks the span degraded (default: never)"

@@ -283,8 +283,9 @@ class Detector(Protocol):
     ``mode`` is ``"inline"`` (cheap: runs in the worker right after a batch is stored) or ``"deferred"``
     (runs in a background task over stored spans, so intake and the worker never wait for it).
     ``score`` gets ``(output, baseline_outputs)`` pairs and returns one score per pair, from 0 (nothing
-    alike) to 1 (the same); Lumina keeps the score, calls 1 a ``match`` and anything lower ``changed``,
-    and marks the span ``degraded`` below the service's threshold.
+    alike) to 1 (the same); Lumina keeps the score and calls 1 a ``match``, anything lower ``changed``.
+    A span's quality is the best score of its service's detectors; under the service's threshold the
+    span becomes ``degraded``.
     """
 
     mode: str

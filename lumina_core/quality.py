@@ -3,8 +3,10 @@
 A prompt *fingerprint* (service, span name, model, normalised input) says which calls are alike; only
 those are compared. The first ``quality.baseline_size`` responses of a fingerprint become its baselines,
 unless an operator pins one (``POST /api/v1/quality/baselines``, ``lumina quality pin``). Detectors score
-a response against the baselines: inline ones right after the worker stored the batch, deferred ones in
-a background task. A score under the service's ``degraded_below`` turns an ``ok`` span ``degraded``.
+a response against the baselines in the monitor's own tasks, after the worker stored the batch (inline
+detectors first, then the deferred ones), so neither exporters nor the worker wait for them. A span's
+quality is the best score its service's detectors gave; under ``degraded_below`` an ``ok`` span turns
+``degraded`` (and its trace's rollup follows).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +27,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from lumina_core.config import QualitySettings
 from lumina_core.plugin_api import Detector
 from lumina_core.storage import queries
-from lumina_core.storage.models import quality_baselines_table, quality_results_table, spans_table
+from lumina_core.storage.models import projects_table, quality_baselines_table, quality_results_table, spans_table
 from lumina_core.storage.writer import SpanWriter, upsert
 
 log = logging.getLogger(__name__)
 CHUNK = 500
 MAX_PENDING_BATCHES = 1000
 """Batches waiting for deferred detectors; beyond it a batch is left unchecked (and logged)."""
+MAX_WAITING_CALLS = 200_000
+"""Stored calls waiting for their checks; beyond it new ones are left unchecked (logged, counted)."""
+COALESCE_CALLS = 1_000
+"""Waiting calls checked together, in one pass of reads and writes."""
+BASELINE_CACHE_SIZE = 50_000
+"""Fingerprints whose active baselines a process remembers; a pin anywhere (``projects.baselines_version``)
+makes it read them again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,46 +136,138 @@ class QualityMonitor:
         self.inline = {name: d for name, d in detectors.items() if d.mode == "inline"}
         self.deferred = {name: d for name, d in detectors.items() if d.mode == "deferred"}
         self._pending: asyncio.Queue[tuple[list[Judged], Scores]] = asyncio.Queue(MAX_PENDING_BATCHES)
+        self._cache: OrderedDict[tuple[str, str], list[Baseline]] = OrderedDict()
+        self._versions: dict[str, int] = {}
+        compiled = upsert(quality_results_table, engine.dialect.name).compile(dialect=engine.dialect)
+        self._upsert_results = (str(compiled), tuple(compiled.positiontup or ()))
+        """Verdicts go to the driver's executemany as tuples (SQLAlchemy's per-row processing costs more)."""
+        self._stored: asyncio.Queue[list[Call]] = asyncio.Queue()
+        self._waiting = 0
+        self._deferred_waiting = 0
         self.checked = 0
+        self.skipped = 0
 
     def wanted(self, call: Call) -> bool:
         return bool(self.settings.for_service(call.service_name)[0])
 
-    async def after_store(self, calls: Sequence[Call]) -> None:
-        """Check a stored batch's calls: baselines now, inline detectors now, deferred ones later."""
+    def submit(self, calls: Sequence[Call]) -> None:
+        """Queue a stored batch's calls for checking; never waits (the worker calls it)."""
         calls = [c for c in calls if self.wanted(c)]
         if not calls:
             return
+        if self._waiting + len(calls) > MAX_WAITING_CALLS:
+            self.skipped += len(calls)
+            log.warning("quality checks are behind: %d calls left unchecked", len(calls))
+            return
+        self._waiting += len(calls)
+        self._stored.put_nowait(calls)
+
+    async def run(self) -> None:
+        """The background task of the inline detectors: whatever calls are waiting, checked together."""
+        while True:
+            calls = list(await self._stored.get())
+            while not self._stored.empty() and len(calls) < COALESCE_CALLS:
+                calls += self._stored.get_nowait()
+            self._waiting -= len(calls)
+            try:
+                await self.check(calls)
+            except Exception:
+                log.exception("quality checks of %d calls failed", len(calls))
+
+    async def check(self, calls: list[Call]) -> None:
+        """Baselines and inline detectors now; the deferred detectors' turn is queued."""
         judged = await self._assign_baselines(calls)
         best = await self._run(judged, self.inline, {})
         if self.deferred:
             try:
                 self._pending.put_nowait((judged, best))
+                self._deferred_waiting += len(judged)
             except asyncio.QueueFull:
+                self.skipped += len(judged)
                 log.warning("deferred quality checks are behind: %d calls left unchecked", len(judged))
 
     async def run_deferred(self) -> None:
         """The background task of the deferred detectors."""
         while True:
             judged, best = await self._pending.get()
+            self._deferred_waiting -= len(judged)
             try:
                 await self._run(judged, self.deferred, best)
             except Exception:
                 log.exception("deferred quality checks of %d calls failed", len(judged))
 
     def pending(self) -> int:
-        return self._pending.qsize()
+        """Calls waiting for a check (inline, or deferred)."""
+        return self._waiting + self._deferred_waiting
 
     async def _assign_baselines(self, calls: list[Call]) -> list[Judged]:
         """Each call with its fingerprint's active baselines; the first ones of a new fingerprint become
         baselines themselves (until ``baseline_size`` are active, or one is pinned)."""
         keys = sorted({(c.project_id, c.fingerprint) for c in calls})
-        active: dict[tuple[str, str], list[Baseline]] = {key: [] for key in keys}
-        b = quality_baselines_table.c
-        out: list[Judged] = []
-        async with self.engine.begin() as conn:
-            for project_id in {p for p, _ in keys}:
-                prints = [f for p, f in keys if p == project_id]
+        active = await self._active_baselines(keys)
+        plan: list[tuple[Call, list[Baseline | Call], bool]] = []
+        for call in calls:
+            known = active[(call.project_id, call.fingerprint)]
+            if any(isinstance(x, Baseline) and x.pinned for x in known) or len(known) >= self.settings.baseline_size:
+                plan.append((call, list(known), False))
+            else:
+                known.append(call)  # a baseline from now on, once stored
+                plan.append((call, [], True))
+        new = [call for call, _, becomes in plan if becomes]
+        ids: dict[tuple[str, str, str], int] = {}
+        if new:
+            now = time.time_ns()
+            rows = [
+                {
+                    "project_id": c.project_id,
+                    "fingerprint": c.fingerprint,
+                    "trace_id": c.trace_id,
+                    "span_id": c.span_id,
+                    "output": c.output,
+                    "pinned": False,
+                    "created_unix_nano": now,
+                }
+                for c in new
+            ]
+            table = quality_baselines_table
+            async with self.engine.begin() as conn:
+                inserted = await conn.execute(
+                    sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+                )
+                ids = {c.key: row_id for c, row_id in zip(new, inserted.scalars(), strict=True)}
+        for key in keys:  # remember them, with the ids they got
+            self._cache[key] = [_as_baseline(x, ids) for x in active[key]]
+        while len(self._cache) > BASELINE_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return [
+            Judged(call, tuple(_as_baseline(x, ids) for x in known), became=ids[call.key] if becomes else None)
+            for call, known, becomes in plan
+        ]
+
+    async def _active_baselines(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[Baseline | Call]]:
+        """The active baselines of these fingerprints: remembered until a baseline of the project is
+        pinned (by any process), else read in bulk."""
+        active: dict[tuple[str, str], list[Baseline | Call]] = {}
+        missing: dict[str, list[str]] = {}
+        b, pr = quality_baselines_table.c, projects_table.c
+        async with self.engine.connect() as conn:
+            projects = sorted({p for p, _ in keys})
+            rows = await conn.execute(sa.select(pr.id, pr.baselines_version).where(pr.id.in_(projects)))
+            versions = {project_id: version for project_id, version in rows.all()}
+            for project_id in projects:
+                if self._versions.get(project_id) != versions.get(project_id, 0):
+                    self._versions[project_id] = versions.get(project_id, 0)
+                    for key in [k for k in self._cache if k[0] == project_id]:
+                        del self._cache[key]
+            for key in keys:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    active[key] = list(cached)
+                    self._cache.move_to_end(key)
+                else:
+                    active[key] = []
+                    missing.setdefault(key[0], []).append(key[1])
+            for project_id, prints in missing.items():
                 for i in range(0, len(prints), CHUNK):
                     query = (
                         sa.select(b.id, b.fingerprint, b.output, b.pinned)
@@ -175,15 +277,7 @@ class QualityMonitor:
                     )
                     for row in (await conn.execute(query)).all():
                         active[(project_id, row.fingerprint)].append(Baseline(row.id, row.output, row.pinned))
-            for call in calls:
-                baselines = active[(call.project_id, call.fingerprint)]
-                if any(x.pinned for x in baselines) or len(baselines) >= self.settings.baseline_size:
-                    out.append(Judged(call, tuple(baselines)))
-                    continue
-                new_id = await _insert_baseline(conn, call, pinned=False)
-                baselines.append(Baseline(new_id, call.output, False))
-                out.append(Judged(call, (), became=new_id))
-        return out
+        return active
 
     async def _run(self, judged: list[Judged], detectors: dict[str, Detector], best: Scores) -> Scores:
         """Run ``detectors`` and store their verdicts. A span's quality is the best score any detector
@@ -230,10 +324,9 @@ class QualityMonitor:
         for row in results:
             row["degraded"] = (row["trace_id"], row["span_id"]) in degraded.get(row["project_id"], ())
         if results:
+            sql, columns = self._upsert_results
             async with self.engine.begin() as conn:
-                statement = upsert(quality_results_table, conn.dialect.name)
-                for i in range(0, len(results), CHUNK):
-                    await conn.execute(statement, results[i : i + CHUNK])
+                await conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in results])
                 for project_id, spans in sorted(degraded.items()):
                     await self._mark_degraded(conn, project_id, spans)
             self.checked += len(results)
@@ -250,6 +343,10 @@ class QualityMonitor:
                 .values(status="degraded")
             )
         await self.writer.refresh_rollups(conn, project_id, {trace_id for trace_id, _ in keys})
+
+
+def _as_baseline(item: Baseline | Call, ids: dict[tuple[str, str, str], int]) -> Baseline:
+    return item if isinstance(item, Baseline) else Baseline(ids[item.key], item.output, False)
 
 
 def _closest(baselines: Iterable[Baseline]) -> int | None:
@@ -305,6 +402,10 @@ async def pin_baseline(engine: AsyncEngine, call: Call) -> dict[str, Any]:
             .values(retired_unix_nano=time.time_ns())
         )
         new_id = await _insert_baseline(conn, call, pinned=True)
+        p = projects_table.c
+        await conn.execute(
+            sa.update(projects_table).where(p.id == call.project_id).values(baselines_version=p.baselines_version + 1)
+        )
         row = (await conn.execute(sa.select(quality_baselines_table).where(b.id == new_id))).mappings().one()
     return dict(row)
 

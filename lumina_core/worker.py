@@ -79,14 +79,10 @@ class Worker:
 
     async def _store(self, items: list[tuple[Delivery, tuple[PreparedRows, list[Call]]]]) -> None:
         stored = await self._write([(delivery, rows) for delivery, (rows, _) in items])
-        if self.quality is not None:
-            calls = [
-                call for (_, (_, batch_calls)), ok in zip(items, stored, strict=True) if ok for call in batch_calls
-            ]
-            try:  # after the ack: exporters never wait for quality checks
-                await self.quality.after_store(calls)
-            except Exception:
-                log.exception("quality checks of %d calls failed", len(calls))
+        if self.quality is not None:  # checked in the monitor's own task: neither exporters nor the worker wait
+            self.quality.submit(
+                [call for (_, (_, calls)), ok in zip(items, stored, strict=True) if ok for call in calls]
+            )
 
     async def _write(self, items: list[tuple[Delivery, PreparedRows]]) -> list[bool]:
         """Store the batches in one transaction (one by one if that fails); ack or nack each. Returns

@@ -23,6 +23,9 @@ from tests.conftest import make_settings
 from tests.support.otlp import raw_request
 
 
+EXACT = {"quality.detectors": ["exact_match"]}
+
+
 class Reply:
     """One LLM call sent through OTLP/HTTP; ``result()`` waits for a detector's verdict on it."""
 
@@ -75,7 +78,7 @@ class Reply:
 def test_identical_and_reformatted_answers_match_and_one_changed_word_does_not(
     lumina_factory: Callable[..., Endpoints], database_url: str
 ) -> None:
-    server = lumina_factory(database_url)
+    server = lumina_factory(database_url, **EXACT)
     question = "What is the capital of France?"
     first = Reply(server, "faq", question, "The capital of France is Paris.")
     assert first.verdict() == "baseline"
@@ -96,7 +99,7 @@ def test_identical_and_reformatted_answers_match_and_one_changed_word_does_not(
 def test_different_prompts_models_and_services_are_never_compared(
     lumina_factory: Callable[..., Endpoints], database_url: str
 ) -> None:
-    server = lumina_factory(database_url)
+    server = lumina_factory(database_url, **EXACT)
     assert Reply(server, "faq", "Capital of France?", "Paris").verdict() == "baseline"
     others = [
         Reply(server, "faq", "Capital of Spain?", "Madrid"),  # another prompt
@@ -110,7 +113,7 @@ def test_different_prompts_models_and_services_are_never_compared(
 def test_baselines_can_be_pinned_and_re_pinned_with_history(
     lumina_factory: Callable[..., Endpoints], database_url: str
 ) -> None:
-    server = lumina_factory(database_url, **{"quality.baseline_size": 2})
+    server = lumina_factory(database_url, **EXACT, **{"quality.baseline_size": 2})
     prompt = "Summarise the refund policy"
     one, two = Reply(server, "faq", prompt, "Refunds within 30 days."), Reply(server, "faq", prompt, "No refunds.")
     assert (one.verdict(), two.verdict()) == ("baseline", "baseline")  # the first two responses
@@ -144,7 +147,7 @@ def test_baselines_can_be_pinned_and_re_pinned_with_history(
 def test_degraded_status_follows_each_services_threshold(
     lumina_factory: Callable[..., Endpoints], database_url: str
 ) -> None:
-    server = lumina_factory(database_url, **{"quality.services": {"checkout": {"degraded_below": 0.5}}})
+    server = lumina_factory(database_url, **EXACT, **{"quality.services": {"checkout": {"degraded_below": 0.5}}})
     for service in ("checkout", "chitchat"):
         assert Reply(server, service, "Confirm the order", "Order 42 confirmed.").verdict() == "baseline"
     strict = Reply(server, "checkout", "Confirm the order", "Order 42 cancelled.")
@@ -193,3 +196,12 @@ def test_an_unknown_detector_is_a_startup_error_naming_the_known_ones(tmp_path: 
     with pytest.raises(ConfigError) as raised:
         Lumina(make_settings(tmp_path, **{"quality.detectors": ["exact_mtach"]}))
     assert "exact_match" in str(raised.value.errors)
+
+
+def test_quality_checks_are_off_unless_configured(lumina_factory: Callable[..., Endpoints]) -> None:
+    server = lumina_factory()
+    reply = Reply(server, "faq", "Capital of France?", "Paris")
+    reply.span()  # stored
+    time.sleep(0.3)
+    results = httpx.get(f"{server.http_url}/api/v1/quality/results", params={"span_id": reply.ids[1]})
+    assert results.json()["data"] == []

@@ -215,6 +215,9 @@ class Project(SQLModel, table=True):
     id: str = Field(primary_key=True)
     created_unix_nano: int = Field(sa_type=sa.BigInteger)
     data_version: int = Field(default=0, sa_type=sa.BigInteger)
+    baselines_version: int = Field(
+        default=0, sa_type=sa.BigInteger, description="goes up when a quality baseline is pinned"
+    )
 
 
 class ApiKey(SQLModel, table=True):

@@ -14,6 +14,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("projects", sa.Column("baselines_version", sa.BigInteger(), nullable=False, server_default="0"))
     op.create_table(
         "quality_baselines",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -47,5 +48,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("projects", "baselines_version")
     op.drop_table("quality_results")
     op.drop_table("quality_baselines")
