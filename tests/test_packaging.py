@@ -90,7 +90,7 @@ def test_wheel_installs_and_serves_in_a_fresh_venv(wheel: Path, tmp_path: Path) 
     port, otlp_port, grpc_port = free_port(), free_port(), free_port()
     (tmp_path / "lumina.toml").write_text(
         f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {port}\notlp_http_port = {otlp_port}\n'
-        f"otlp_grpc_port = {grpc_port}\n[quality]\ndetectors = [\"exact_match\"]\n"
+        f'otlp_grpc_port = {grpc_port}\n[quality]\ndetectors = ["exact_match"]\n'
     )
     # the test environment also holds editable contrib plugins, which the fresh venv cannot import
     env = {**os.environ, "LUMINA_CONFIG": str(tmp_path / "lumina.toml"), "LUMINA_PLUGINS__ENTRY_POINTS": "false"}

@@ -22,7 +22,6 @@ from lumina_core.server import Endpoints, LuminaServer
 from tests.conftest import make_settings
 from tests.support.otlp import raw_request
 
-
 EXACT = {"quality.detectors": ["exact_match"]}
 
 
