@@ -41,11 +41,11 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def count_rows(database_url: str, table: str) -> int:
+async def count_rows(database_url: str, table: str, where: str = "TRUE") -> int:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
+            return (await conn.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE {where}"))).scalar_one()
     finally:
         await engine.dispose()
 
@@ -68,14 +68,16 @@ class Server:
 
 
 @contextlib.contextmanager
-def lumina_server(workdir: Path, database_url: str, storage_options: str = "") -> Iterator[Server]:
+def lumina_server(
+    workdir: Path, database_url: str, storage_options: str = "", more_config: str = ""
+) -> Iterator[Server]:
     """``lumina serve`` in a subprocess on free ports, ready when this yields; stopped afterwards.
-    ``storage_options`` are TOML lines added to ``[storage]``."""
+    ``storage_options`` are TOML lines added to ``[storage]``, ``more_config`` TOML tables after it."""
     http_port, otlp_port, grpc_port = free_port(), free_port(), free_port()
     config = workdir / "lumina.toml"
     config.write_text(
         f'data_dir = "{workdir}"\n[server]\nport = {http_port}\notlp_http_port = {otlp_port}\n'
-        f'otlp_grpc_port = {grpc_port}\n[storage]\nurl = "{database_url}"\n{storage_options}\n'
+        f'otlp_grpc_port = {grpc_port}\n[storage]\nurl = "{database_url}"\n{storage_options}\n{more_config}\n'
     )
     env = {**os.environ, "LUMINA_CONFIG": str(config)}
     process = subprocess.Popen(

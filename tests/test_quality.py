@@ -157,6 +157,8 @@ def test_degraded_status_follows_each_services_threshold(
     assert trace["status"] == "degraded"  # the rollup follows
     listed = httpx.get(f"{server.http_url}/api/v1/traces", params={"status": "degraded"}).json()["data"]
     assert [t["trace_id"] for t in listed] == [strict.ids[0]]
+    page = httpx.get(f"{server.http_url}/traces/{strict.ids[0]}", params={"span": strict.ids[1]}).text
+    assert 'id="quality"' in page and "changed · score 0.000" in page  # the span panel shows the verdict
 
 
 class LengthDetector:

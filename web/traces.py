@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from lumina_core.api import Param
 from lumina_core.api.traces import FILTER_PARAMS, LLM_PARAM, TRACE_ID, page_params, span_filter
+from lumina_core import quality
 from lumina_core.auth import Access
 from lumina_core.plugin_api import SpanPanel
 from lumina_core.storage import analytics, queries
@@ -119,11 +120,14 @@ def trace_view(dash: Dashboard) -> Any:
         wanted = request.query_params.get("span")
         selected = next((row.span for row in rows if row.span["span_id"] == wanted), rows[0].span if rows else None)
         panels = []
+        verdicts: list[dict[str, Any]] = []
+        if selected is not None and selected["is_llm"]:
+            verdicts = await quality.results(engine, project, trace_id=trace_id, span_id=selected["span_id"], limit=20)
         if selected is not None:
             panels = [
                 (p.title, rendered) for p in dash.span_panels if (rendered := panel_rows(p, selected)) is not None
             ]
-        context = {"trace": trace, "rows": rows, "selected": selected, "panels": panels}
+        context = {"trace": trace, "rows": rows, "selected": selected, "panels": panels, "verdicts": verdicts}
         return await dash.render(request, access, "trace.html", context)
 
     return handler
