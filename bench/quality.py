@@ -73,7 +73,7 @@ def main() -> None:
             while asyncio.run(scored(database_url)) < 1:
                 time.sleep(0.2)
             base = asyncio.run(scored(database_url))
-            per_tick, tick = max(1, args.rate // 10), 0.1
+            per_tick = max(1, args.rate // 10)  # ten requests a second
             sent, began, readings = 0, time.monotonic(), []
             next_report = began + 1
             while (now := time.monotonic()) - began < args.seconds:

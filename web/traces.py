@@ -10,9 +10,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lumina_core import quality
 from lumina_core.api import Param
 from lumina_core.api.traces import FILTER_PARAMS, LLM_PARAM, TRACE_ID, page_params, span_filter
-from lumina_core import quality
 from lumina_core.auth import Access
 from lumina_core.plugin_api import SpanPanel
 from lumina_core.storage import analytics, queries
