@@ -446,3 +446,87 @@ async def results(
     query = query.order_by(r.span_start_unix_nano.desc(), r.span_id, r.detector).limit(limit)
     async with engine.connect() as conn:
         return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+
+QUALITY_GROUPS = {"service": "service_name", "span_name": "span_name", "detector": "detector"}
+
+
+async def analytics(
+    engine: AsyncEngine,
+    project_id: str,
+    start_ns: int,
+    end_ns: int,
+    group_by: str | None = None,
+    bucket_ns: int | None = None,
+    detector: str | None = None,
+) -> list[dict[str, Any]]:
+    """Verdicts of the spans that started in ``[start_ns, end_ns)``, per group and time bucket: how many
+    were compared, changed and degraded, and their mean score (baselines are counted apart)."""
+    r = quality_results_table.c
+    group = r[QUALITY_GROUPS[group_by]] if group_by else sa.null()
+    slot = (r.span_start_unix_nano // bucket_ns) * bucket_ns if bucket_ns else sa.null()
+    compared = r.score.is_not(None)
+    query = (
+        sa.select(
+            group.label("grp"),
+            slot.label("slot"),
+            sa.func.sum(sa.case((compared, 1), else_=0)).label("compared"),
+            sa.func.sum(sa.case((r.verdict == "baseline", 1), else_=0)).label("baselines"),
+            sa.func.sum(sa.case((r.verdict == "changed", 1), else_=0)).label("changed"),
+            sa.func.sum(sa.case((r.degraded, 1), else_=0)).label("degraded"),
+            sa.func.avg(r.score).label("mean_score"),
+            sa.func.min(r.score).label("min_score"),
+        )
+        .where(r.project_id == project_id, r.span_start_unix_nano >= start_ns, r.span_start_unix_nano < end_ns)
+        .group_by(*(e for e, used in ((group, group_by), (slot, bucket_ns)) if used))
+        .order_by(*(e for e, used in ((slot, bucket_ns), (group, group_by)) if used))
+    )
+    if detector is not None:
+        query = query.where(r.detector == detector)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    out = []
+    for row in rows:
+        compared_count = int(row["compared"] or 0)
+        out.append(
+            {
+                "group": row["grp"],
+                "bucket_unix_nano": row["slot"],
+                "compared": compared_count,
+                "baselines": int(row["baselines"] or 0),
+                "changed": int(row["changed"] or 0),
+                "degraded": int(row["degraded"] or 0),
+                "changed_rate": int(row["changed"] or 0) / compared_count if compared_count else None,
+                "degraded_rate": int(row["degraded"] or 0) / compared_count if compared_count else None,
+                "mean_score": row["mean_score"],
+                "min_score": row["min_score"],
+            }
+        )
+    return out
+
+
+async def drifts(engine: AsyncEngine, project_id: str, start_ns: int, end_ns: int, limit: int = 10) -> list[dict]:
+    """The lowest-scored responses of the range, each with the baseline it was compared against and its
+    own output, for a side-by-side look."""
+    r, b, s = quality_results_table.c, quality_baselines_table.c, spans_table.c
+    query = (
+        sa.select(
+            quality_results_table,
+            b.output.label("baseline_output"),
+            s.output_messages,
+        )
+        .join(quality_baselines_table, b.id == r.baseline_id, isouter=True)
+        .join(spans_table, sa.and_(s.project_id == r.project_id, s.trace_id == r.trace_id, s.span_id == r.span_id))
+        .where(r.project_id == project_id, r.span_start_unix_nano >= start_ns, r.span_start_unix_nano < end_ns)
+        .where(r.score.is_not(None), r.score < 1.0)
+        .order_by(r.score, r.span_start_unix_nano.desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    out = []
+    for row in rows:
+        item = {k: v for k, v in row.items() if k != "output_messages"}
+        item["output"] = output_text({"output_messages": row["output_messages"]})
+        out.append(item)
+    return out

@@ -107,11 +107,11 @@ def send_simple_traces(server: Endpoints, service: str, model: str, n: int) -> N
     provider.shutdown()
 
 
-def send_hostile_trace(server: Endpoints) -> None:
+def send_hostile_trace(server: Endpoints, answer: str = XSS) -> None:
     """Markup in every place a span can carry text: span and service names, prompt, answer, attributes."""
     tracer, provider = sdk_tracer(server, f"svc {XSS}")
     with tracer.start_as_current_span(f"root {XSS}", attributes={"note": XSS, XSS: "key"}):
-        llm_call(tracer, "openai", "gpt-4o", (10, 5), XSS, XSS, **{"user.id": XSS})
+        llm_call(tracer, "openai", "gpt-4o", (10, 5), XSS, answer, **{"user.id": XSS})
     provider.shutdown()
 
 
@@ -122,7 +122,8 @@ def send_hostile_trace(server: Endpoints) -> None:
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     """A Lumina (SQLite) with the test plugin, holding the agent trace and a few plain ones."""
     tmp_path = tmp_path_factory.mktemp("dashboard")
-    lumina = Lumina(make_settings(tmp_path), PluginHost([*builtin_plugins(), DashboardPlugin()], entry_points=False))
+    settings = make_settings(tmp_path, **{"quality.detectors": ["exact_match"]})
+    lumina = Lumina(settings, PluginHost([*builtin_plugins(), DashboardPlugin()], entry_points=False))
     with LuminaServer(lumina, log_level="warning").in_thread() as server:
         send_agent_trace(server)
         send_simple_traces(server, "batch-job", "acme-house-1", 3)
@@ -342,7 +343,9 @@ def test_custom_price_editor_prices_new_calls(page: Any, dashboard: Endpoints) -
 
 def test_span_content_never_runs_as_script(page: Any, dashboard: Endpoints) -> None:
     send_hostile_trace(dashboard)
-    (trace,) = eventually(lambda: api(dashboard, "/api/v1/traces", q="window.__xss")["data"])
+    send_hostile_trace(dashboard, answer=XSS + " again")  # a drift from the first: both on the quality page
+    eventually(lambda: len(api(dashboard, "/api/v1/quality/drifts")["data"]) == 1)
+    trace = api(dashboard, "/api/v1/traces", q="window.__xss")["data"][0]
     root_id = trace["root_span_id"]
     llm = api(dashboard, "/api/v1/spans", llm="true", q="window.__xss")["data"][0]
     for path in (
@@ -352,6 +355,7 @@ def test_span_content_never_runs_as_script(page: Any, dashboard: Endpoints) -> N
         f"/traces/{trace['trace_id']}?span={root_id}",
         f"/traces/{trace['trace_id']}?span={llm['span_id']}",
         "/models",
+        "/quality",
     ):
         page.goto(path)
         page.wait_for_load_state("load")
@@ -359,6 +363,10 @@ def test_span_content_never_runs_as_script(page: Any, dashboard: Endpoints) -> N
     page.goto(f"/traces/{trace['trace_id']}?span={llm['span_id']}")
     assert page.locator("#chat .role-user .content").inner_text() == XSS  # shown as text, not markup
     assert page.locator("#attributes").inner_text().count("window.__xss") >= 1
+    page.goto("/quality")
+    page.wait_for_selector("figure[data-chart='score'] canvas")
+    assert page.locator("#drifts .side-by-side .content").nth(1).inner_text() == XSS + " again"
+    shot(page, "quality")
 
 
 def test_narrow_screen_and_login(browser: Any, tmp_path: Path) -> None:

@@ -206,3 +206,36 @@ def test_quality_checks_are_off_unless_configured(lumina_factory: Callable[..., 
     time.sleep(0.3)
     results = httpx.get(f"{server.http_url}/api/v1/quality/results", params={"span_id": reply.ids[1]})
     assert results.json()["data"] == []
+
+
+def test_quality_analytics_and_drifts_count_what_was_sent(
+    lumina_factory: Callable[..., Endpoints], database_url: str
+) -> None:
+    server = lumina_factory(database_url, **EXACT)
+    sent = [
+        ("faq", "Capital?", "Paris"),
+        ("faq", "Capital?", "Paris"),
+        ("faq", "Capital?", "Lyon"),
+        ("faq", "Capital?", "Marseille"),
+        ("orders", "Status?", "Shipped"),
+        ("orders", "Status?", "Shipped"),
+    ]
+    replies = [Reply(server, *call) for call in sent]
+    for reply in replies:
+        reply.verdict()
+    window = {"start": "2023-11-14T00:00:00Z", "end": "2023-11-15T00:00:00Z"}  # raw_request's span times
+    by_service = httpx.get(
+        f"{server.http_url}/api/v1/quality/analytics", params={**window, "group_by": "service"}
+    ).json()["data"]
+    rows = {row["group"]: row for row in by_service}
+    assert (rows["faq"]["baselines"], rows["faq"]["compared"], rows["faq"]["changed"]) == (1, 3, 2)
+    assert rows["faq"]["mean_score"] == pytest.approx(1 / 3)
+    assert rows["faq"]["changed_rate"] == pytest.approx(2 / 3)
+    assert (rows["orders"]["baselines"], rows["orders"]["compared"], rows["orders"]["changed"]) == (1, 1, 0)
+    hourly = httpx.get(f"{server.http_url}/api/v1/quality/analytics", params={**window, "bucket": "hour"}).json()
+    assert [(r["compared"], r["changed"]) for r in hourly["data"]] == [(4, 2)]
+
+    drifts = httpx.get(f"{server.http_url}/api/v1/quality/drifts", params=window).json()["data"]
+    assert sorted((d["baseline_output"], d["output"]) for d in drifts) == [("Paris", "Lyon"), ("Paris", "Marseille")]
+    page = httpx.get(f"{server.http_url}/quality", params={"start": window["start"], "end": window["end"]}).text
+    assert "Marseille" in page and "Paris" in page and 'id="by-service"' in page

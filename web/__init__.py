@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from lumina_web.frame import HERE, Dashboard, page
 from lumina_web.models import models_page, price_edits
 from lumina_web.overview import overview
+from lumina_web.quality import quality_page
 from lumina_web.session import login, logout
 from lumina_web.traces import trace_list, trace_view
 
@@ -30,6 +31,7 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
         Route("/traces", page(dash, trace_list(dash)), methods=["GET"]),
         Route("/traces/{trace_id}", page(dash, trace_view(dash)), methods=["GET"]),
         Route("/models", page(dash, models_page(dash)), methods=["GET"]),
+        Route("/quality", page(dash, quality_page(dash)), methods=["GET"]),
         Route("/models/prices", edits, methods=["POST"]),
         Route("/models/prices/{price_id}", edits, methods=["POST"]),
         Route("/models/prices/{price_id}/delete", edits, methods=["POST"]),

@@ -38,7 +38,7 @@ GROUP_BY = Param(
 LLM_ONLY = bool_param("llm", "count LLM calls (true, the default) or the other spans (false)", True)
 
 
-def _time_range(args: dict[str, Any]) -> dict[str, Any]:
+def time_range(args: dict[str, Any]) -> dict[str, Any]:
     """Analytics cover the last 24 hours unless told otherwise."""
     end = args["end"] if args["end"] is not None else time.time_ns()
     start = args["start"] if args["start"] is not None else max(0, end - DEFAULT_RANGE_NS)
@@ -52,7 +52,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         return await lumina.cache.get(access.project_id, query, compute)
 
     async def series(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        args = _time_range(args)
+        args = time_range(args)
         bucket = args["bucket"]
         if bucket and (args["end"] - args["start"]) // analytics.BUCKETS[bucket] >= MAX_BUCKETS:
             raise ApiError(400, "invalid_parameter", f"bucket: more than {MAX_BUCKETS} {bucket}s in the range")
@@ -68,7 +68,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         )
 
     async def top(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        args = _time_range(args)
+        args = time_range(args)
         flt, n, by = span_filter(args), args["n"], args["by"]
         if by == "traces":
             data, _ = await cached(

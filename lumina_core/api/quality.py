@@ -10,15 +10,44 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lumina_core import quality
-from lumina_core.api import ApiError, Operation, Param, choice_param, int_param, json_response, read_body, text_param
+from lumina_core.api import (
+    ApiError,
+    Operation,
+    Param,
+    choice_param,
+    int_param,
+    json_response,
+    read_body,
+    text_param,
+    time_param,
+)
 from lumina_core.api import schemas as s
+from lumina_core.api.analytics import MAX_BUCKETS, time_range
 from lumina_core.auth import Access
+from lumina_core.storage.analytics import BUCKETS
 from lumina_core.storage.models import quality_baselines_table, quality_results_table
+from lumina_core.storage.queries import iso
 
 if TYPE_CHECKING:
     from lumina_core.app import Lumina
 
 VERDICTS = ("baseline", "match", "changed")
+ANALYTICS_ROW = s.obj(
+    {
+        "group": s.nullable(s.STRING),
+        "bucket_unix_nano": s.nullable(s.INTEGER),
+        **{k: s.INTEGER for k in ("compared", "baselines", "changed", "degraded")},
+        **{k: s.nullable(s.NUMBER) for k in ("changed_rate", "degraded_rate", "mean_score", "min_score")},
+    }
+)
+DRIFT = {
+    **s.table_row(quality_results_table),
+    "properties": {
+        **s.table_row(quality_results_table)["properties"],
+        "baseline_output": s.nullable(s.STRING),
+        "output": s.nullable(s.STRING),
+    },
+}
 FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
@@ -70,7 +99,59 @@ def operations(lumina: Lumina) -> list[Operation]:
             raise ApiError(status, code, str(exc)) from None
         return json_response(pinned, 201)
 
+    async def quality_analytics(request: Request, access: Access, args: dict[str, Any]) -> Response:
+        args = time_range(args)
+        bucket = args["bucket"]
+        if bucket and (args["end"] - args["start"]) // BUCKETS[bucket] >= MAX_BUCKETS:
+            raise ApiError(400, "invalid_parameter", f"bucket: more than {MAX_BUCKETS} {bucket}s in the range")
+        data = await quality.analytics(
+            lumina.engine,
+            access.project_id,
+            args["start"],
+            args["end"],
+            args["group_by"],
+            BUCKETS[bucket] if bucket else None,
+            args["detector"],
+        )
+        return json_response({"data": data, "start": iso(args["start"]), "end": iso(args["end"]), "bucket": bucket})
+
+    async def list_drifts(request: Request, access: Access, args: dict[str, Any]) -> Response:
+        args = time_range(args)
+        data = await quality.drifts(lumina.engine, access.project_id, args["start"], args["end"], args["n"])
+        return json_response({"data": data})
+
+    window = (time_param("start", "spans started at or after (default: 24 h ago)"), time_param("end", "before"))
     return [
+        Operation(
+            "GET",
+            "/api/v1/quality/analytics",
+            "Compared, changed and degraded responses and their mean score, per group and time bucket",
+            quality_analytics,
+            s.obj(
+                {
+                    "data": {"type": "array", "items": ANALYTICS_ROW},
+                    "start": s.TIME,
+                    "end": s.TIME,
+                    "bucket": s.nullable(s.STRING),
+                }
+            ),
+            params=(
+                *window,
+                choice_param("group_by", "group by", tuple(quality.QUALITY_GROUPS)),
+                choice_param("bucket", "time bucket (UTC); none: totals over the range", tuple(BUCKETS)),
+                text_param("detector", "only this detector's verdicts"),
+            ),
+            tag="quality",
+        ),
+        Operation(
+            "GET",
+            "/api/v1/quality/drifts",
+            "The lowest-scored responses, each with its baseline's output",
+            list_drifts,
+            s.listing(DRIFT),
+            params=(*window, int_param("n", "how many", 1, 100, 10)),
+            tag="quality",
+        ),
         Operation(
             "GET",
             "/api/v1/quality/results",

@@ -110,6 +110,10 @@ function chartSeries(name, data) {
       return one("error_rate", "error rate %", "--err", (u, v) => (v == null ? "–" : v.toFixed(2) + "%"));
     case "p95":
       return one("p95", "p95 ms", "--warn", (u, v) => (v == null ? "–" : Math.round(v) + " ms"));
+    case "score":
+      return one("score", "mean score", "--ok", (u, v) => (v == null ? "–" : v.toFixed(3)));
+    case "changed_rate":
+      return one("changed_rate", "changed %", "--warn", (u, v) => (v == null ? "–" : v.toFixed(1) + "%"));
     case "tokens": {
       const used = TOKEN_SERIES.filter(([key]) => data[key].some((v) => v));
       return [used.map(([key]) => data[key]), used.map(([, label, colour]) => ({ label, stroke: cssVar(colour), width: 1.5, value: plain }))];
