@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.pricing import PriceStage
+from lumina_core.storage.database import writing
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table
 from lumina_core.storage.writer import SpanWriter
 
@@ -74,7 +75,7 @@ async def reprice(
         query = sa.select(*columns).where(_scope(since_unix_nano, model)).order_by(*key).limit(CHUNK)
         if after is not None:
             query = query.where(sa.tuple_(*key) > sa.tuple_(*after))
-        async with engine.begin() as conn:
+        async with writing(engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
             if not rows:
                 break

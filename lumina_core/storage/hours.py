@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lumina_core.storage.database import writing
 from lumina_core.storage.filters import SpanFilter, span_field_conditions
 from lumina_core.storage.models import HOUR_NS, TOKEN_COLUMNS, span_hours_table, spans_table, stale_hours_table
 
@@ -76,7 +77,7 @@ async def sum_settled_hours(engine: AsyncEngine, quiet_seconds: float, limit: in
             )
         ).all()
     for project_id, slot, version in due:
-        async with engine.begin() as conn:
+        async with writing(engine) as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(
                     sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lumina_core.storage.database import json_dumps
+from lumina_core.storage.database import json_dumps, writing
 from lumina_core.storage.hours import mark_stale
 from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
 from lumina_core.storage.projects import bump_data_version
@@ -162,7 +162,7 @@ class SpanWriter:
                 response_ids.setdefault(project_id, set()).update(ids)
         if not touched:
             return
-        async with self.engine.begin() as conn:
+        async with writing(self.engine) as conn:
             for batch in batches:
                 for sql, params in batch.statements:
                     await conn.exec_driver_sql(sql, params)
