@@ -55,7 +55,7 @@ def test_api_conforms_to_its_openapi_document(api_server: Endpoints, tmp_path: P
         "--checks",
         "all",
         "--max-examples",
-        "30",
+        "20",
         "--seed",
         "1",
         "--header",
