@@ -33,6 +33,8 @@ from lumina_core.storage.writer import SpanWriter, upsert
 
 log = logging.getLogger(__name__)
 CHUNK = 500
+MATCH = 1 - 1e-6
+"""A score this close to 1 is a match (a unit vector's cosine with itself can round just under 1)."""
 MAX_PENDING_BATCHES = 1000
 """Batches waiting for deferred detectors; beyond it a batch is left unchecked (and logged)."""
 MAX_WAITING_CALLS = 200_000
@@ -106,22 +108,35 @@ def output_text(span: dict[str, Any]) -> str | None:
 
 
 def call_of(project_id: str, span: dict[str, Any]) -> Call | None:
-    """The call to check in a span row, or ``None`` for spans that are not LLM responses."""
+    """The call to check in a span row, or ``None`` for spans that are not LLM responses (or whose
+    content cannot be fingerprinted: nested deeper than JSON encoders go)."""
     if not span["is_llm"]:
         return None
-    output = output_text(span)
-    if output is None:
+    try:
+        output = output_text(span)
+        fingerprint = prompt_fingerprint(span) if output is not None else None
+    except (orjson.JSONEncodeError, RecursionError, TypeError):
+        log.warning(
+            "span %s/%s is not checked for quality: its messages cannot be encoded", span["trace_id"], span["span_id"]
+        )
+        return None
+    if output is None or fingerprint is None:
         return None
     return Call(
         project_id,
         span["trace_id"],
         span["span_id"],
-        span["service_name"],
-        span["name"],
+        _text(span["service_name"]),
+        _text(span["name"]),
         span["start_time_unix_nano"],
-        prompt_fingerprint(span),
-        output,
+        fingerprint,
+        _text(output),
     )
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL can store (it refuses NUL characters)."""
+    return value.replace("\x00", "\ufffd")
 
 
 class QualityMonitor:
@@ -185,6 +200,8 @@ class QualityMonitor:
         best = await self._run(judged, self.inline, {})
         if self.deferred:
             try:
+                if self._deferred_waiting + len(judged) > MAX_WAITING_CALLS:
+                    raise asyncio.QueueFull
                 self._pending.put_nowait((judged, best))
                 self._deferred_waiting += len(judged)
             except asyncio.QueueFull:
@@ -310,7 +327,11 @@ class QualityMonitor:
         for name, detector in detectors.items():
             mine = [j for j in judged if name in self.settings.for_service(j.call.service_name)[0]]
             compared = [j for j in mine if j.became is None]
-            scores = await detector.score([(j.call.output, [b.output for b in j.baselines]) for j in compared])
+            try:
+                scores = await detector.score([(j.call.output, [b.output for b in j.baselines]) for j in compared])
+            except Exception:  # one detector failing leaves the others' verdicts standing
+                log.exception("quality detector %s failed on %d calls", name, len(compared))
+                continue
             if len(scores) != len(compared):
                 raise ValueError(f"detector {name} returned {len(scores)} scores for {len(compared)} calls")
             scored = {j.call.key: float(score) for j, score in zip(compared, scores, strict=True)}
@@ -330,7 +351,7 @@ class QualityMonitor:
                         "span_start_unix_nano": j.call.start_unix_nano,
                         "baseline_id": j.became if score is None else _closest(j.baselines),
                         "score": score,
-                        "verdict": "baseline" if score is None else "match" if score >= 1.0 else "changed",
+                        "verdict": "baseline" if score is None else "match" if score >= MATCH else "changed",
                         "degraded": False,
                         "checked_unix_nano": now,
                     }
@@ -362,6 +383,12 @@ class QualityMonitor:
                 sa.update(spans_table)
                 .where(s.project_id == project_id, s.status == "ok", sa.tuple_(s.trace_id, s.span_id).in_(chunk))
                 .values(status="degraded")
+            )
+            r = quality_results_table.c  # every detector's verdict on the span says so
+            await conn.execute(
+                sa.update(quality_results_table)
+                .where(r.project_id == project_id, sa.tuple_(r.trace_id, r.span_id).in_(chunk))
+                .values(degraded=True)
             )
         await self.writer.refresh_rollups(conn, project_id, {trace_id for trace_id, _ in keys})
 

@@ -23,7 +23,7 @@ def normalise(text: str) -> str:
     if stripped[:1] in ("{", "["):
         try:
             return json.dumps(json.loads(stripped), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
             pass
     return _SPACE.sub(" ", stripped)
 

@@ -407,3 +407,7 @@ def test_pages_forbid_inline_scripts_and_foreign_form_posts(dashboard: Endpoints
         assert all(p["model"] != "evil-model" for p in api(dashboard, "/api/v1/pricing/custom")["data"])
         # after signing in, only paths on this server are followed
         assert client.get("/login", params={"next": "//evil.example/x"}).text.count('value="/"') == 1
+        assert client.get("/login", params={"next": "/\t/evil.example"}).text.count('value="/"') == 1
+        assert client.post("/logout", headers={"origin": "https://evil.example"}).status_code == 403
+        foreign_login = client.post("/login", data={"key": "lum_x"}, headers={"sec-fetch-site": "cross-site"})
+        assert foreign_login.status_code == 403

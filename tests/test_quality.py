@@ -239,3 +239,38 @@ def test_quality_analytics_and_drifts_count_what_was_sent(
     assert sorted((d["baseline_output"], d["output"]) for d in drifts) == [("Paris", "Lyon"), ("Paris", "Marseille")]
     page = httpx.get(f"{server.http_url}/quality", params={"start": window["start"], "end": window["end"]}).text
     assert "Marseille" in page and "Paris" in page and 'id="by-service"' in page
+
+
+def test_a_response_too_deep_to_encode_is_stored_unchecked_beside_the_others(
+    lumina_factory: Callable[..., Endpoints],
+) -> None:
+    server = lumina_factory(**EXACT)
+    deep: Any = "bottom"
+    for _ in range(400):
+        deep = [deep]
+    nested = [{"role": "assistant", "content": deep}]
+    spans = [
+        {
+            "name": "chat",
+            "attributes": {"gen_ai.request.model": "gpt-4o", "gen_ai.output.messages": json.dumps(nested)},
+        },
+        {
+            "name": "chat",
+            "attributes": {
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.output.messages": json.dumps([{"role": "assistant", "content": "fine"}]),
+            },
+        },
+    ]
+    response = httpx.post(
+        server.otlp_http_url,
+        content=raw_request(spans, service="deep").SerializeToString(),
+        headers={"content-type": "application/x-protobuf"},
+    )
+    assert response.status_code == 200
+    deadline = time.monotonic() + 15
+    while not (results := httpx.get(f"{server.http_url}/api/v1/quality/results").json()["data"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [r["verdict"] for r in results] == ["baseline"]  # the readable one
+    assert len(httpx.get(f"{server.http_url}/api/v1/spans", params={"service": "deep"}).json()["data"]) == 2

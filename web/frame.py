@@ -186,3 +186,11 @@ def page(dash: Dashboard, handler: Handler, scope: str = "read") -> Callable[[Re
         return response
 
     return endpoint
+
+
+def same_origin(request: Request) -> bool:
+    """A form post from this dashboard (the browser says where it came from), not from another site."""
+    if request.headers.get("sec-fetch-site") not in (None, "same-origin"):
+        return False
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"

@@ -18,7 +18,7 @@ from lumina_core.plugin_api import TOKEN_BUCKETS
 from lumina_core.storage import analytics
 from lumina_core.storage.filters import SpanFilter
 from lumina_core.storage.prices import list_custom_prices
-from lumina_web.frame import Dashboard, PageError, link, time_range
+from lumina_web.frame import Dashboard, PageError, link, same_origin, time_range
 
 PRICE_FORM_FIELDS = ("model", "match", "provider", *TOKEN_BUCKETS, "effective_from")
 QUOTE_FORM = tuple(replace(p, name=f"quote_{p.name}", required=False) for p in QUOTE_PARAMS)
@@ -80,20 +80,12 @@ async def render_models(
     return await dash.render(request, access, "models.html", context, 422 if error else 200)
 
 
-def _same_origin(request: Request) -> bool:
-    """A form post from this dashboard (the browser says where it came from), not from another site."""
-    if request.headers.get("sec-fetch-site") not in (None, "same-origin"):
-        return False
-    origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
-
-
 def price_edits(dash: Dashboard) -> Any:
     """``POST /models/prices`` (add), ``/models/prices/{id}`` (replace) and ``/models/prices/{id}/delete``."""
     lumina = dash.lumina
 
     async def handler(request: Request, access: Access) -> Response:
-        if not _same_origin(request):
+        if not same_origin(request):
             raise PageError(403, "this form can only be sent from the Lumina dashboard itself")
         raw_id = request.path_params.get("price_id")
         price_id = stored_price_id(raw_id) if raw_id is not None else None
