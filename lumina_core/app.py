@@ -175,6 +175,9 @@ class Lumina:
         worker_alive = self._worker_task is not None and not self._worker_task.done()
         checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
         checks["queue"] = {"ok": True, "depth_spans": self.queue.depth()}
+        if self.quality is not None:
+            q = self.quality
+            checks["quality"] = {"ok": True, "waiting_calls": q.pending(), "checked": q.checked, "skipped": q.skipped}
         return checks
 
     def asgi_app(self, otlp_http_port: int | None = None) -> ASGIApp:

@@ -148,7 +148,6 @@ class QualityMonitor:
         self.engine = engine
         self.writer = writer
         self.settings = settings
-        self.detectors = detectors
         self.inline = {name: d for name, d in detectors.items() if d.mode == "inline"}
         self.deferred = {name: d for name, d in detectors.items() if d.mode == "deferred"}
         self._pending: asyncio.Queue[tuple[list[Judged], Scores]] = asyncio.Queue(MAX_PENDING_BATCHES)

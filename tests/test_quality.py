@@ -93,6 +93,8 @@ def test_identical_and_reformatted_answers_match_and_one_changed_word_does_not(
     assert Reply(server, "orders", structured, '{"id": 7, "items": ["a", "b"], "paid": true}').verdict() == "baseline"
     assert Reply(server, "orders", structured, '{"paid":true,"items":["a","b"],"id":7}').verdict() == "match"
     assert Reply(server, "orders", structured, '{"id": 7, "items": ["b", "a"], "paid": true}').verdict() == "changed"
+    progress = httpx.get(f"{server.http_url}/-/ready").json()["checks"]["quality"]  # what operators watch
+    assert (progress["checked"], progress["waiting_calls"], progress["skipped"]) == (7, 0, 0)
 
 
 def test_different_prompts_models_and_services_are_never_compared(
