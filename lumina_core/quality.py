@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,12 +166,12 @@ class QualityMonitor:
         self.checked = 0
         self.skipped = 0
 
-    def wanted(self, call: Call) -> bool:
-        return bool(self.settings.for_service(call.service_name)[0])
+    def checks(self, service: str) -> bool:
+        """Whether any detector runs on ``service``'s calls."""
+        return bool(self.settings.for_service(service)[0])
 
-    def submit(self, calls: Sequence[Call]) -> None:
+    def submit(self, calls: list[Call]) -> None:
         """Queue a stored batch's calls for checking; never waits (the worker calls it)."""
-        calls = [c for c in calls if self.wanted(c)]
         if not calls:
             return
         if self._waiting + len(calls) > MAX_WAITING_CALLS:

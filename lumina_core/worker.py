@@ -70,7 +70,12 @@ class Worker:
                 rows = self.extract.rows(delivery.batch)
                 self.price.apply(rows)
                 project_id = delivery.batch.project_id
-                calls = [c for row in rows if (c := call_of(project_id, row))] if self.quality else []
+                quality = self.quality
+                calls = [
+                    c
+                    for row in rows
+                    if quality and quality.checks(row["service_name"]) and (c := call_of(project_id, row))
+                ]
                 prepared.append((self.writer.prepare(rows), calls))
             except Exception as exc:
                 log.exception("a batch of %d spans could not be processed", len(delivery.batch.spans))
