@@ -32,8 +32,6 @@ KEY_COOKIE = "lumina_key"
 RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 DEFAULT_RANGE = "24h"
 PAGES = (("Overview", "/"), ("Traces", "/traces"), ("Quality", "/quality"), ("Models & pricing", "/models"))
-FRAME_PARAMS = ("project", "range", "start", "end")
-"""Query parameters that every page keeps when you move between pages."""
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 for name in ("cost", "count", "ms", "when", "ago", "pct", "tokens"):
@@ -71,6 +69,8 @@ def _dashboard_time(value: str) -> int:
 
 
 RANGE_NAMES = ("range", "start", "end")
+FRAME_PARAMS = ("project", *RANGE_NAMES)
+"""Query parameters that every page keeps when you move between pages."""
 RANGE_PARAMS: tuple[Param, ...] = (
     choice_param("range", "time range ending now", tuple(RANGES)),
     Param("start", "custom range start (UTC)", {}, _dashboard_time),

@@ -69,7 +69,6 @@ async def render_models(
         "models": models,
         "unpriced": unpriced,
         "prices": prices,
-        "editing": editing,
         "form": form if form is not None else editing or {},
         "quote": quote(lumina, quote_args) if quote_args else None,
         "quote_args": args,
