@@ -11,13 +11,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from lumina_core.api import int_param
-from lumina_core.api.pricing import QUOTE_PARAMS, price_out, quote, stored_price_id
+from lumina_core.api.pricing import QUOTE_PARAMS, custom_prices, quote, stored_price_id
 from lumina_core.auth import Access
 from lumina_core.config import CustomPriceSettings
 from lumina_core.plugin_api import TOKEN_BUCKETS
 from lumina_core.storage import analytics
 from lumina_core.storage.filters import SpanFilter
-from lumina_core.storage.prices import list_custom_prices
 from lumina_web.frame import Dashboard, PageError, link, same_origin, time_range
 
 PRICE_FORM_FIELDS = ("model", "match", "provider", *TOKEN_BUCKETS, "effective_from")
@@ -60,8 +59,8 @@ async def render_models(
     unpriced = await cache.get(
         project, ("unpriced",), lambda: analytics.models(engine, project, pricing_status="unpriced")
     )
-    stored = [price_out(row, "api") for row in await list_custom_prices(engine)]
-    prices = [price_out(p.as_values(), "config") for p in lumina.settings.pricing.custom] + stored
+    prices = await custom_prices(lumina)
+    stored = [p for p in prices if p["source"] == "api"]
     editing = next((p for p in stored if p["id"] == args["edit"]), None)
     quote_args = _quote_args(args)
     context = {

@@ -50,6 +50,12 @@ def price_out(row: dict[str, Any], source: str) -> dict[str, Any]:
     }
 
 
+async def custom_prices(lumina: Lumina) -> list[dict[str, Any]]:
+    """Every custom price: those of ``lumina.toml`` (``source`` config), then those added through the API."""
+    from_config = [price_out(p.as_values(), "config") for p in lumina.settings.pricing.custom]
+    return from_config + [price_out(row, "api") for row in await list_custom_prices(lumina.engine)]
+
+
 def quote(lumina: Lumina, args: dict[str, Any]) -> dict[str, Any]:
     """The price of a hypothetical call (``QUOTE_PARAMS``, parsed), and the rule that prices it."""
     model = args["model"]
@@ -73,9 +79,7 @@ def quote(lumina: Lumina, args: dict[str, Any]) -> dict[str, Any]:
 
 def operations(lumina: Lumina) -> list[Operation]:
     async def list_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        from_config = [price_out(p.as_values(), "config") for p in lumina.settings.pricing.custom]
-        stored = [price_out(row, "api") for row in await list_custom_prices(lumina.engine)]
-        return json_response({"data": from_config + stored})
+        return json_response({"data": await custom_prices(lumina)})
 
     async def create_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
         row = await lumina.add_custom_price(await read_body(request, CustomPriceSettings))
