@@ -252,19 +252,7 @@ class QualityMonitor:
         ``INSERT … RETURNING`` goes row by row through aiosqlite, 300 us a row."""
         now = time.time_ns()
         sql, columns = self._insert_baseline_sql
-        rows = [
-            {
-                "project_id": c.project_id,
-                "fingerprint": c.fingerprint,
-                "trace_id": c.trace_id,
-                "span_id": c.span_id,
-                "output": c.output,
-                "pinned": False,
-                "created_unix_nano": now,
-                "retired_unix_nano": None,
-            }
-            for c in calls
-        ]
+        rows = [_baseline_row(c, pinned=False, now=now) for c in calls]
         b = quality_baselines_table.c
         ids: dict[tuple[str, str, str], int] = {}
         async with writing(self.engine) as conn:
@@ -403,17 +391,23 @@ def _closest(baselines: Iterable[Baseline]) -> int | None:
     return (pinned or listed)[0].id if listed else None
 
 
+def _baseline_row(call: Call, pinned: bool, now: int) -> dict[str, Any]:
+    """A ``quality_baselines`` row holding ``call``'s response, active from ``now``."""
+    return {
+        "project_id": call.project_id,
+        "fingerprint": call.fingerprint,
+        "trace_id": call.trace_id,
+        "span_id": call.span_id,
+        "output": call.output,
+        "pinned": pinned,
+        "created_unix_nano": now,
+        "retired_unix_nano": None,
+    }
+
+
 async def _insert_baseline(conn: AsyncConnection, call: Call, pinned: bool) -> int:
     result = await conn.execute(
-        sa.insert(quality_baselines_table).values(
-            project_id=call.project_id,
-            fingerprint=call.fingerprint,
-            trace_id=call.trace_id,
-            span_id=call.span_id,
-            output=call.output,
-            pinned=pinned,
-            created_unix_nano=time.time_ns(),
-        )
+        sa.insert(quality_baselines_table).values(_baseline_row(call, pinned=pinned, now=time.time_ns()))
     )
     key = result.inserted_primary_key
     assert key is not None and key[0] is not None
