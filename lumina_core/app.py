@@ -15,6 +15,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lumina_core import api
+from lumina_core.alerting.engine import AlertEngine
+from lumina_core.alerting.outbox import Outbox
 from lumina_core.auth import Authenticator, is_loopback
 from lumina_core.components import build_components
 from lumina_core.config import CustomPriceSettings, Settings
@@ -58,6 +60,8 @@ class Lumina:
             if components.detectors
             else None
         )
+        self.outbox = Outbox(self.engine, components.alert_sinks, settings.alerts.delivery)
+        self.alerts = AlertEngine(self.engine, settings.alerts, components.alert_rules, self.outbox.wake)
         self.worker = Worker(
             self.queue,
             ExtractStage(components.extractors),
@@ -65,6 +69,7 @@ class Lumina:
             self.writer,
             settings.pipeline.batch_max_spans,
             self.quality,
+            self.alerts,
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
@@ -124,6 +129,7 @@ class Lumina:
         await migrate(self.engine)
         await self._refuse_open_on_network()
         await self.reload_custom_prices()
+        await self.alerts.load_rules()
         await self.queue.start()
         self._worker_task = asyncio.create_task(self.worker.run(), name="lumina-worker")
         self._tasks = [
@@ -131,6 +137,9 @@ class Lumina:
             asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
             asyncio.create_task(self._maintain_storage(), name="lumina-storage-maintenance"),
         ]
+        if self.settings.alerts.enabled:
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="lumina-alerts"))
+            self._tasks.append(asyncio.create_task(self.outbox.run(), name="lumina-alert-delivery"))
         if self.quality is not None:
             self._tasks.append(asyncio.create_task(self.quality.run(), name="lumina-quality"))
             if self.quality.deferred:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -206,6 +206,119 @@ def quality_pin(config: Path | None, trace_id: str, span_id: str, project: str) 
     except NotPinnable as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"baseline {pinned['id']} pinned for prompt {pinned['fingerprint']}")
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules and alerts: test a rule, list, acknowledge and resolve alerts."""
+
+
+def _with_lumina(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work`` with a Lumina built from the configuration (plugins, rules, sinks) but not serving."""
+    import asyncio
+
+    from lumina_core.app import Lumina
+    from lumina_core.storage.database import migrate
+
+    try:
+        lumina = Lumina(_settings(config))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
+
+    async def run() -> T:
+        try:
+            await migrate(lumina.engine)
+            await lumina.alerts.load_rules()
+            return await work(lumina)
+        finally:
+            await lumina.engine.dispose()
+
+    return asyncio.run(run())
+
+
+@alerts.command("test")
+@config_option
+@click.argument("rule")
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+@click.option("--at", "at", help="evaluate as at this ISO time (default: now)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def alerts_test(config: Path | None, rule: str, project: str, at: str | None, as_json: bool) -> None:
+    """Evaluate RULE now and print what it would send; changes nothing, sends nothing."""
+    from lumina_core.config import to_unix_nano
+
+    try:
+        at_ns = to_unix_nano(datetime.fromisoformat(at.replace("Z", "+00:00"))) if at else None
+    except ValueError:
+        raise click.BadParameter(f"{at!r} is not an ISO time", param_hint="--at") from None
+
+    async def work(lumina: Any) -> list[Any]:
+        if not any(r.name == rule for r in lumina.alerts.rules_of(project)):
+            raise click.ClickException(f"no alert rule {rule!r} in project {project!r}")
+        return list(await lumina.alerts.evaluate(at_ns, rule=rule, project_id=project, dry_run=True))
+
+    decisions = _with_lumina(config, work)
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in decisions], indent=2))
+        return
+    if not decisions:
+        click.echo(f"{rule}: no calls in its window, nothing to judge")
+    for d in decisions:
+        scope = ", ".join(f"{k}={v}" for k, v in d.scope.items()) or "all"
+        state = {True: "FIRING", False: "ok", None: "no verdict"}[d.verdict.firing]
+        click.echo(f"{rule} ({scope}): {state} - {d.verdict.summary}; would {d.action}")
+        if d.alert is not None:
+            click.echo(f"  would send to {', '.join(d.sinks) or 'no sink'}: {json.dumps(d.alert.to_dict())}")
+
+
+@alerts.command("list")
+@config_option
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+@click.option("--state", type=click.Choice(["open", "firing", "acknowledged", "resolved"]))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def alerts_list(config: Path | None, project: str, state: str | None, as_json: bool) -> None:
+    """List alerts, newest first."""
+    from lumina_core.alerting.store import list_alerts
+
+    rows = _run_on_database(config, lambda engine: list_alerts(engine, project, state))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        scope = ",".join(f"{k}={v}" for k, v in row["scope"].items())
+        click.echo(f"{row['id']}  {row['state']:<12}  {row['severity']:<8}  {row['rule']}  {scope}  {row['summary']}")
+
+
+def _act_on_alert(config: Path | None, project: str, alert_id: int, verb: str) -> None:
+    async def work(lumina: Any) -> Any:
+        act = lumina.alerts.acknowledge if verb == "acknowledged" else lumina.alerts.resolve
+        alert = await act(project, alert_id, "cli")
+        if alert is not None and verb == "resolved":
+            await lumina.outbox.deliver_due()  # no server may be running to send the news
+        return alert
+
+    if _with_lumina(config, work) is None:
+        click.echo(f"no open alert {alert_id} in project {project!r}", err=True)
+        sys.exit(1)
+    click.echo(f"alert {alert_id} {verb}")
+
+
+@alerts.command("ack")
+@config_option
+@click.argument("alert_id", type=int)
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+def alerts_ack(config: Path | None, alert_id: int, project: str) -> None:
+    """Acknowledge open alert ALERT_ID: it stays open but is not re-notified."""
+    _act_on_alert(config, project, alert_id, "acknowledged")
+
+
+@alerts.command("resolve")
+@config_option
+@click.argument("alert_id", type=int)
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+def alerts_resolve(config: Path | None, alert_id: int, project: str) -> None:
+    """Resolve open alert ALERT_ID by hand; its sinks are told."""
+    _act_on_alert(config, project, alert_id, "resolved")
 
 
 @main.group()

@@ -7,8 +7,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lumina_core.alerting.rules import RuleKinds
 from lumina_core.config import Settings
 from lumina_core.plugin_api import (
+    AlertSink,
     ComponentContext,
     ComponentKind,
     ConfigError,
@@ -26,6 +28,8 @@ class Components:
     queue: QueueBackend
     pricing_providers: list[tuple[str, PricingProvider]]
     detectors: dict[str, Detector]
+    alert_sinks: dict[str, AlertSink]
+    alert_rules: RuleKinds
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -94,6 +98,22 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     }
     unused = set(settings.detectors) - set(detector_types)
     errors.extend((f"detectors.{ref}", "configured but not listed in quality.detectors") for ref in sorted(unused))
+    sink_refs = sorted(
+        {
+            *settings.alert_sinks,
+            *settings.alerts.sinks,
+            *(ref for rule in settings.alerts.rules for ref in rule.sinks or []),
+        }
+    )
+    alert_sinks = {
+        ref: _build(
+            host, "alert_sink", ref, settings.alert_sinks.get(ref, {}), f"alert_sinks.{ref}", settings, errors, create
+        )
+        for ref in sink_refs
+    }
+    alert_rules = RuleKinds(host, settings.alerts, set(sink_refs), settings.data_dir)
+    for i, rule in enumerate(settings.alerts.rules):
+        errors.extend((f"alerts.rules.{i}.{path}", message) for path, message in alert_rules.check(rule))
     queue = _build(
         host, "queue_backend", settings.queue.type, settings.queue.backend_config(), "queue", settings, errors, create
     )
@@ -111,4 +131,7 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
                 raise ConfigError(
                     [(f"detectors.{ref}", "not a detector: needs mode 'inline' or 'deferred' and score()")]
                 )
-    return Components(extractors=extractors, queue=queue, pricing_providers=pricing_providers, detectors=detectors)
+        for ref, sink in alert_sinks.items():
+            if not isinstance(sink, AlertSink):
+                raise ConfigError([(f"alert_sinks.{ref}", "not an alert sink: needs async send(alert)")])
+    return Components(extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules)

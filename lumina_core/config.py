@@ -22,7 +22,9 @@ MAX_UNIX_NANO = 2**63 - 1
 ENV_ALIASES = {"LUMINA_DATABASE_URL": ("storage", "url")}
 ENV_NOT_SETTINGS = {"LUMINA_CONFIG"}
 _INDIRECTION = re.compile(r"\$\{(env|file):([^}]+)\}")
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|credentials?)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token|api_key|apikey|credentials?|routing_key|webhook_url)$", re.IGNORECASE
+)
 REDACTED = "***"
 
 DEFAULT_EXTRACTORS = [
@@ -146,6 +148,107 @@ class QualitySettings(Section):
         return detectors, threshold
 
 
+RULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+SCOPE_DIMENSIONS = ("service", "model", "span_name", "user_id")
+"""What an alert rule can group and filter by, besides ``attribute:<key>`` (a span or resource attribute)."""
+
+
+def _check_dimension(name: str) -> str:
+    if name not in SCOPE_DIMENSIONS and not (name.startswith("attribute:") and len(name) > len("attribute:")):
+        raise ValueError(f"{name!r}: group by one of {', '.join(SCOPE_DIMENSIONS)} or attribute:<key>")
+    return name
+
+
+class RuleWhere(Section):
+    """Which LLM calls a rule looks at; every given field must match."""
+
+    service: str | None = None
+    model: str | None = None
+    span_name: str | None = None
+    user_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict, description="span or resource attribute values")
+
+    def conditions(self) -> dict[str, str]:
+        """The filter as ``dimension -> value`` (attributes as ``attribute:<key>``)."""
+        out = {d: getattr(self, d) for d in SCOPE_DIMENSIONS if getattr(self, d) is not None}
+        out.update({f"attribute:{k}": v for k, v in self.attributes.items()})
+        return out
+
+
+class AlertRuleSettings(Section):
+    """One alert rule: a kind, the window it judges, its scopes, and its thresholds."""
+
+    name: str = Field(pattern=RULE_NAME)
+    kind: str = Field(description="rule kind: cost_spike, quality_drop, error_rate, latency_p95, budget, call_cost …")
+    enabled: bool = True
+    description: str = ""
+    projects: list[str] = Field(default_factory=list, description="projects it watches; none: every project")
+    window: int | Literal["day", "month"] = Field(
+        300, description="seconds of calls judged at once, ending now; or the UTC calendar day or month so far"
+    )
+    baseline: Literal["previous", "daily", "none"] = Field(
+        "previous",
+        description="compared with: the windows just before, the same window on previous days, or nothing",
+    )
+    baseline_windows: int = Field(6, ge=1, le=60, description="how many baseline windows")
+    group_by: list[str] = Field(default_factory=lambda: ["service"], description="one alert per value of these")
+    where: RuleWhere = Field(default_factory=RuleWhere)
+    sinks: list[str] | None = Field(None, description="alert sinks to notify; default: alerts.sinks")
+    params: dict[str, Any] = Field(default_factory=dict, description="the kind's thresholds")
+    services: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='thresholds for one service ("svc") or service and model ("svc/model")'
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertRuleSettings:
+        for name in self.group_by:
+            _check_dimension(name)
+        if len(set(self.group_by)) != len(self.group_by):
+            raise ValueError("group_by names a dimension twice")
+        if isinstance(self.window, int) and not 10 <= self.window <= 31 * 86400:
+            raise ValueError("window must be between 10 seconds and 31 days")
+        if isinstance(self.window, str) and self.baseline == "daily":
+            raise ValueError("a calendar window (day, month) cannot have a daily baseline")
+        return self
+
+    def window_range(self, now_ns: int) -> tuple[int, int]:
+        """The window ending at ``now_ns``, as Unix nanoseconds ``(start, end)``."""
+        if isinstance(self.window, int):
+            return now_ns - self.window * 1_000_000_000, now_ns
+        now = datetime.fromtimestamp(now_ns / 1e9, UTC)
+        first = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if self.window == "month":
+            first = first.replace(day=1)
+        return to_unix_nano(first), now_ns
+
+
+class AlertDeliverySettings(Section):
+    timeout_seconds: float = Field(10, gt=0, description="a sink that takes longer has failed")
+    max_attempts: int = Field(20, ge=1, description="sends of one notification before it is given up")
+    backoff_seconds: float = Field(2, gt=0, description="wait after the first failure; doubles each time")
+    max_backoff_seconds: float = Field(600, gt=0)
+
+
+class AlertSettings(Section):
+    enabled: bool = Field(True, description="evaluate alert rules in this process")
+    interval_seconds: float = Field(30, gt=0, description="how often rules are evaluated")
+    sinks: list[str] = Field(default_factory=lambda: ["log"], description="sinks every rule notifies by default")
+    dashboard_url: str | None = Field(None, description="public URL of the dashboard, for links in alerts")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="thresholds for every rule")
+    services: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='thresholds for one service ("svc") or service and model ("svc/model")'
+    )
+    rules: list[AlertRuleSettings] = Field(default_factory=list)
+    delivery: AlertDeliverySettings = Field(default_factory=AlertDeliverySettings)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AlertSettings:
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError("two alert rules have the same name")
+        return self
+
+
 class PluginSettings(Section):
     block: list[str] = Field(default_factory=list, description="plugin names not to load")
     entry_points: bool = Field(True, description="discover plugins from the 'lumina' entry-point group")
@@ -159,6 +262,7 @@ class Settings(Section):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     extractors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of extractor instances, keyed type or type/name"
@@ -168,6 +272,9 @@ class Settings(Section):
     )
     detectors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of quality detectors, keyed by type"
+    )
+    alert_sinks: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of alert sinks, keyed type or type/name"
     )
 
     @property

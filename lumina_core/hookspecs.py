@@ -50,6 +50,28 @@ def lumina_register_detectors() -> list[ComponentFactory]:  # type: ignore[empty
 
 
 @hookspec
+def lumina_register_alert_rules() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register alert rule kinds, which judge a window of a scope's LLM calls against thresholds.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose
+    ``config_model`` extends :class:`AlertThresholds` and whose ``create`` returns an
+    :class:`AlertRuleKind` (or an :class:`ImmediateAlertRuleKind`). Rules in ``[[alerts.rules]]`` or
+    created through ``/api/v1/alerts/rules`` name the kind in ``kind``; the engine creates one kind per
+    rule and scope, with the thresholds that cascade to that scope.
+    """
+
+
+@hookspec
+def lumina_register_alert_sinks() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register alert sinks, which deliver alerts (a webhook, Slack, e-mail, PagerDuty …).
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns an :class:`AlertSink`. Instances are configured as ``[alert_sinks."type/name"]`` and named
+    in ``alerts.sinks`` or a rule's ``sinks``; Lumina retries failed sends from a persistent outbox.
+    """
+
+
+@hookspec
 def lumina_dashboard_nav_items() -> list[NavItem]:  # type: ignore[empty-body]
     """Add links to the dashboard's navigation bar.
 

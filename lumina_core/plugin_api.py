@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import pluggy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 PROJECT_NAME = "lumina"
 PLUGIN_API_VERSION = 1
@@ -23,7 +23,7 @@ PLUGIN_API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-ComponentKind = Literal["extractor", "queue_backend", "pricing_provider", "detector"]
+ComponentKind = Literal["extractor", "queue_backend", "pricing_provider", "detector", "alert_rule", "alert_sink"]
 Stability = Literal["stable", "beta", "alpha"]
 
 
@@ -57,6 +57,11 @@ class QueueUnavailable(LuminaError):
 
 class BatchRejected(LuminaError):
     """The batch can never be stored (data the pipeline or the database refuses); do not retry it."""
+
+
+class AlertRejected(LuminaError):
+    """An alert sink's receiver refused the alert for good (a malformed request, a deleted channel): Lumina
+    stops retrying it. Any other exception from ``AlertSink.send`` is retried."""
 
 
 class ComponentConfig(BaseModel):
@@ -136,6 +141,7 @@ class SpanBatch:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpanBatch:
+        """The batch :meth:`to_dict` gave."""
         return cls(data["project_id"], [SpanRecord(**s) for s in data["spans"]])
 
 
@@ -293,6 +299,175 @@ class Detector(Protocol):
     async def score(self, pairs: Sequence[tuple[str, Sequence[str]]]) -> list[float]: ...
 
 
+# ---------------------------------------------------------------------------------------------
+# Alerting
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """What the LLM calls of one scope (a service, a model, a user …) did in one time window.
+
+    ``latency_p95_ms`` and ``max_call_cost_usd`` are filled only for rule kinds that measure
+    ``"latency"`` or ``"max_call_cost"``, the ``quality_*`` counts only for kinds that measure
+    ``"quality"`` (they need the spans or the quality results, not just the hourly sums).
+    ``quality_checked`` counts responses compared with a baseline (not the baselines themselves).
+    """
+
+    start_unix_nano: int
+    end_unix_nano: int
+    calls: int = 0
+    errors: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    latency_p95_ms: float | None = None
+    max_call_cost_usd: float | None = None
+    quality_checked: int = 0
+    quality_changed: int = 0
+    quality_score_sum: float = 0.0
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.calls if self.calls else None
+
+    @property
+    def cost_per_call(self) -> float | None:
+        return self.cost_usd / self.calls if self.calls else None
+
+    @property
+    def quality_score(self) -> float | None:
+        return self.quality_score_sum / self.quality_checked if self.quality_checked else None
+
+    @property
+    def changed_rate(self) -> float | None:
+        return self.quality_changed / self.quality_checked if self.quality_checked else None
+
+
+@dataclass(frozen=True)
+class AlertVerdict:
+    """A rule's judgement of one scope in one window.
+
+    ``firing`` is ``None`` when there is too little data to judge (below ``min_samples``, or no
+    baseline yet): the alert state does not change then, except as ``no_data`` says. ``value`` is the
+    measured metric, ``threshold`` the value it was compared with, ``baseline`` what it was compared
+    against (e.g. the rolling mean), and ``summary`` one line for people.
+    """
+
+    firing: bool | None
+    value: float | None = None
+    threshold: float | None = None
+    baseline: float | None = None
+    summary: str = ""
+
+
+class AlertThresholds(ComponentConfig):
+    """Settings every alert rule kind has; a kind's config model extends this one.
+
+    They cascade like every per-service setting: ``[alerts.defaults]`` → ``[alerts.services."svc"]`` →
+    ``[alerts.services."svc/model"]`` → the rule's ``params`` → the rule's own ``services`` overrides.
+    """
+
+    min_samples: int = Field(10, ge=0, description="calls a window needs before the rule judges it")
+    cooldown_seconds: float = Field(900, ge=0, description="after an alert resolves, no new one for this long")
+    renotify_seconds: float = Field(3600, ge=0, description="repeat a firing alert this often (0: never)")
+    severity: Literal["info", "warning", "critical"] = "warning"
+    no_data: Literal["keep", "resolve"] = Field(
+        "keep", description="what a firing alert does when its scope has too little data to judge"
+    )
+
+
+@runtime_checkable
+class AlertRuleKind(Protocol):
+    """Judges one scope's current window, given the same scope's baseline windows (oldest first).
+
+    ``measures`` names what the judgement needs beyond calls, errors, cost and tokens (a subset of
+    ``{"latency", "max_call_cost", "quality"}``), so the engine fetches no more than that. ``metric``
+    is the value a chart of the rule shows for one window. ``judge`` is a pure function: no I/O.
+    """
+
+    measures: frozenset[str]
+
+    def metric(self, stats: WindowStats) -> float | None: ...
+
+    def judge(self, current: WindowStats, history: Sequence[WindowStats]) -> AlertVerdict: ...
+
+
+@runtime_checkable
+class ImmediateAlertRuleKind(AlertRuleKind, Protocol):
+    """A rule kind that is also checked on every stored LLM call, not only on the schedule.
+
+    ``exceeds(cost_usd, latency_ms)`` says whether one call alone makes the rule fire; it is called
+    for every LLM call the worker stores, so it must be cheap.
+    """
+
+    def exceeds(self, cost_usd: float | None, latency_ms: float) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One notification an alert sink is asked to send.
+
+    ``event`` is ``firing`` (new), ``repeat`` (still firing, re-notified) or ``resolved``.
+    ``dedup_key`` is stable for one rule and scope across events, so receivers (PagerDuty) can
+    group them; ``event_id`` is unique per notification, so receivers can drop a retried duplicate.
+    ``scope`` maps dimensions (``service``, ``model``, ``span_name``, ``user_id``, ``attribute:…``)
+    to values. ``url`` opens the alert in the dashboard, when ``alerts.dashboard_url`` is set.
+    """
+
+    alert_id: int
+    event_id: int
+    event: Literal["firing", "repeat", "resolved"]
+    dedup_key: str
+    rule: str
+    kind: str
+    project_id: str
+    scope: dict[str, str]
+    severity: str
+    summary: str
+    value: float | None
+    threshold: float | None
+    baseline: float | None
+    started_at: datetime
+    at: datetime
+    url: str | None = None
+
+    def title(self) -> str:
+        """A short headline: ``[FIRING] cost-spike (service=checkout)``."""
+        where = ", ".join(f"{k}={v}" for k, v in self.scope.items()) or "all"
+        return f"[{self.event.upper()}] {self.rule} ({where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form that webhooks receive and the outbox stores (times in RFC 3339)."""
+        data = dataclasses.asdict(self)
+        data["started_at"], data["at"] = self.started_at.isoformat(), self.at.isoformat()
+        data["title"] = self.title()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        """The alert :meth:`to_dict` gave (extra keys, such as ``title``, are ignored)."""
+        values = {k: v for k, v in data.items() if k in _ALERT_FIELDS}
+        values["started_at"] = datetime.fromisoformat(data["started_at"])
+        values["at"] = datetime.fromisoformat(data["at"])
+        return cls(**values)
+
+
+_ALERT_FIELDS = frozenset(f.name for f in dataclasses.fields(Alert))
+
+
+@runtime_checkable
+class AlertSink(Protocol):
+    """Delivers alerts somewhere (a log, a webhook, Slack, e-mail, PagerDuty …).
+
+    ``send`` raises on any failure (the receiver refused, timed out, was unreachable); Lumina keeps
+    the alert in its outbox and retries with backoff, so a sink does not retry by itself. It may be
+    called again with the same ``event_id`` after a failure. Raise :class:`AlertRejected` when retrying
+    cannot help (the receiver refused the request as invalid).
+    """
+
+    async def send(self, alert: Alert) -> None: ...
+
+
 @dataclass(frozen=True)
 class NavItem:
     """A link a plugin adds to the dashboard's navigation bar (after the built-in pages)."""
@@ -319,6 +494,12 @@ class SpanPanel:
 __all__ = [
     "PLUGIN_API_VERSION",
     "TOKEN_BUCKETS",
+    "Alert",
+    "AlertRejected",
+    "AlertRuleKind",
+    "AlertSink",
+    "AlertThresholds",
+    "AlertVerdict",
     "AttributeValue",
     "BatchRejected",
     "ComponentConfig",
@@ -329,6 +510,7 @@ __all__ = [
     "Delivery",
     "Detector",
     "Extractor",
+    "ImmediateAlertRuleKind",
     "LLMFields",
     "LuminaError",
     "NavItem",
@@ -340,6 +522,7 @@ __all__ = [
     "SpanBatch",
     "SpanPanel",
     "SpanRecord",
+    "WindowStats",
     "hookimpl",
     "hookspec",
 ]

@@ -18,6 +18,8 @@ REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "queue_backend": "lumina_register_queue_backends",
     "pricing_provider": "lumina_register_pricing_providers",
     "detector": "lumina_register_detectors",
+    "alert_rule": "lumina_register_alert_rules",
+    "alert_sink": "lumina_register_alert_sinks",
 }
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from lumina_core.alerting.engine import AlertEngine
 from lumina_core.extraction import ExtractStage
 from lumina_core.plugin_api import BatchRejected, Delivery, QueueBackend, QueueUnavailable
 from lumina_core.pricing import PriceStage
@@ -14,6 +17,17 @@ from lumina_core.quality import Call, QualityMonitor, call_of
 from lumina_core.storage.writer import PreparedRows, SpanWriter
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """One batch ready to store, with what is handed on once it is stored."""
+
+    project_id: str
+    rows: PreparedRows
+    quality_calls: list[Call]
+    llm_calls: list[dict[str, Any]]
+    """LLM spans for the alert rules checked per call (empty when there are none)."""
 
 
 class Worker:
@@ -32,6 +46,7 @@ class Worker:
         writer: SpanWriter,
         batch_max_spans: int,
         quality: QualityMonitor | None = None,
+        alerts: AlertEngine | None = None,
     ):
         self.queue = queue
         self.extract = extract
@@ -39,6 +54,7 @@ class Worker:
         self.writer = writer
         self.batch_max_spans = batch_max_spans
         self.quality = quality
+        self.alerts = alerts
         self.spans_stored = 0
 
     async def run(self) -> None:
@@ -61,10 +77,11 @@ class Worker:
             if storing is not None:
                 await storing
 
-    def _prepare(self, group: list[Delivery]) -> list[tuple[PreparedRows, list[Call]] | Exception]:
-        """Extract, price, pick the calls to check for quality and make driver parameters (all CPU, run
-        off the event loop), batch by batch, so that a batch that cannot be processed fails alone."""
-        prepared: list[tuple[PreparedRows, list[Call]] | Exception] = []
+    def _prepare(self, group: list[Delivery]) -> list[Prepared | Exception]:
+        """Extract, price, pick the calls to check for quality and alerts, and make driver parameters (all
+        CPU, run off the event loop), batch by batch, so that a batch that cannot be processed fails alone."""
+        prepared: list[Prepared | Exception] = []
+        watch_calls = self.alerts is not None and bool(self.alerts.immediate)
         for delivery in group:
             try:
                 rows = self.extract.rows(delivery.batch)
@@ -76,18 +93,22 @@ class Worker:
                     for row in rows
                     if quality and quality.checks(row["service_name"]) and (c := call_of(project_id, row))
                 ]
-                prepared.append((self.writer.prepare(rows), calls))
+                llm_calls = [row for row in rows if row["is_llm"]] if watch_calls else []
+                prepared.append(Prepared(project_id, self.writer.prepare(rows), calls, llm_calls))
             except Exception as exc:
                 log.exception("a batch of %d spans could not be processed", len(delivery.batch.spans))
                 prepared.append(exc)
         return prepared
 
-    async def _store(self, items: list[tuple[Delivery, tuple[PreparedRows, list[Call]]]]) -> None:
-        stored = await self._write([(delivery, rows) for delivery, (rows, _) in items])
+    async def _store(self, items: list[tuple[Delivery, Prepared]]) -> None:
+        stored = await self._write([(delivery, prepared.rows) for delivery, prepared in items])
+        done = [prepared for (_, prepared), ok in zip(items, stored, strict=True) if ok]
         if self.quality is not None:  # checked in the monitor's own task: neither exporters nor the worker wait
-            self.quality.submit(
-                [call for (_, (_, calls)), ok in zip(items, stored, strict=True) if ok for call in calls]
-            )
+            self.quality.submit([call for prepared in done for call in prepared.quality_calls])
+        if self.alerts is not None:
+            for prepared in done:
+                if prepared.llm_calls:
+                    self.alerts.observe(prepared.project_id, prepared.llm_calls)
 
     async def _write(self, items: list[tuple[Delivery, PreparedRows]]) -> list[bool]:
         """Store the batches in one transaction (one by one if that fails); ack or nack each. Returns

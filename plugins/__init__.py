@@ -1,12 +1,14 @@
 """Built-in plugins: shipped in the Lumina wheel, registered explicitly, inert until configured."""
 
-from lumina_plugins import exact_match, memory_queue, pricing_genai
+from lumina_plugins import alert_rules, alert_sinks, exact_match, memory_queue, pricing_genai
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
 
 BUILTIN_PLUGINS = (
     memory_queue,
     pricing_genai,
     exact_match,
+    alert_rules,
+    alert_sinks,
     lumina_overrides,
     otel_genai,
     openinference,

@@ -44,6 +44,8 @@ def test_builtins_are_registered_explicitly_and_described() -> None:
         "queue_backend": ["memory"],
         "pricing_provider": ["genai_prices"],
         "detector": ["exact_match"],
+        "alert_rule": ["budget", "call_cost", "cost_spike", "error_rate", "latency_p95", "quality_drop"],
+        "alert_sink": ["log", "webhook"],
     }
     described = {info.name: info for info in host.describe()}
     memory = described["lumina_plugins.memory_queue"]

@@ -253,13 +253,14 @@ def endpoint(lumina: Lumina, operations: list[Operation]) -> Callable[[Request],
 
 
 def operations(lumina: Lumina) -> list[Operation]:
-    from lumina_core.api import analytics, keys, pricing, quality, traces
+    from lumina_core.api import alerts, analytics, keys, pricing, quality, traces
 
     return [
         *traces.operations(lumina),
         *analytics.operations(lumina),
         *pricing.operations(lumina),
         *quality.operations(lumina),
+        *alerts.operations(lumina),
         *keys.operations(lumina),
     ]
 

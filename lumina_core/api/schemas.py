@@ -134,3 +134,19 @@ QUOTE = obj(
     },
     required=False,
 )
+
+
+def inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON Schema with its ``$defs`` inlined, for a request body in the OpenAPI document."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                return walk(defs[node["$ref"].removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)

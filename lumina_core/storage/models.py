@@ -283,3 +283,93 @@ class QualityResult(SQLModel, table=True):
 
 quality_baselines_table: sa.Table = QualityBaseline.__table__  # type: ignore[attr-defined]
 quality_results_table: sa.Table = QualityResult.__table__  # type: ignore[attr-defined]
+
+
+class AlertRuleRow(SQLModel, table=True):
+    """An alert rule created or edited at run time (``/api/v1/alerts/rules``); ``lumina.toml``'s rules are
+    not stored. ``spec`` is the rule as ``AlertRuleSettings`` validates it."""
+
+    __tablename__ = "alert_rules"
+
+    project_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    spec: dict[str, Any] = _json(nullable=False)
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+    updated_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+class AlertRow(SQLModel, table=True):
+    """One alert: a rule firing for one scope, from its start until it resolves.
+
+    ``state`` is ``firing``, ``acknowledged`` (still firing, not re-notified) or ``resolved``; at most one
+    alert per ``dedup_key`` is not resolved. ``rule_spec`` keeps the rule as it was, for the chart.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        sa.Index("ix_alerts_project_state", "project_id", "state"),
+        sa.Index("ix_alerts_dedup_key", "dedup_key", "started_unix_nano"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str
+    rule: str
+    kind: str
+    dedup_key: str
+    scope: dict[str, Any] = _json(nullable=False)
+    rule_spec: dict[str, Any] = _json(nullable=False)
+    state: str
+    severity: str
+    summary: str
+    value: float | None = None
+    threshold: float | None = None
+    baseline: float | None = None
+    started_unix_nano: int = Field(sa_type=sa.BigInteger)
+    evaluated_unix_nano: int = Field(sa_type=sa.BigInteger)
+    notified_unix_nano: int = Field(sa_type=sa.BigInteger)
+    resolved_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+    acknowledged_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+    acknowledged_by: str | None = None
+
+
+class AlertEventRow(SQLModel, table=True):
+    """The history of an alert: ``firing``, ``repeat``, ``acknowledged``, ``resolved``."""
+
+    __tablename__ = "alert_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(index=True)
+    event: str
+    at_unix_nano: int = Field(sa_type=sa.BigInteger)
+    value: float | None = None
+    summary: str
+    actor: str | None = Field(default=None, description="who acknowledged or resolved it; none: the engine")
+
+
+class AlertOutboxRow(SQLModel, table=True):
+    """A notification to deliver to one sink, written in the transaction that raised it.
+
+    ``state`` is ``pending`` (retried at ``next_attempt_unix_nano``), ``delivered`` or ``failed`` (gave up
+    after the last attempt). ``claimed_until_unix_nano`` keeps two processes from sending one at once.
+    """
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (sa.Index("ix_alert_outbox_due", "state", "next_attempt_unix_nano"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int
+    alert_id: int
+    sink: str
+    payload: dict[str, Any] = _json(nullable=False)
+    state: str = "pending"
+    attempts: int = 0
+    next_attempt_unix_nano: int = Field(sa_type=sa.BigInteger)
+    claimed_until_unix_nano: int = Field(default=0, sa_type=sa.BigInteger)
+    last_error: str | None = None
+    delivered_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+alert_rules_table: sa.Table = AlertRuleRow.__table__  # type: ignore[attr-defined]
+alerts_table: sa.Table = AlertRow.__table__  # type: ignore[attr-defined]
+alert_events_table: sa.Table = AlertEventRow.__table__  # type: ignore[attr-defined]
+alert_outbox_table: sa.Table = AlertOutboxRow.__table__  # type: ignore[attr-defined]
