@@ -84,6 +84,29 @@ def test_config_check_validates_component_configs(tmp_path: Path) -> None:
     assert "otel_genai" in result.output
 
 
+def test_config_check_validates_alert_rules_and_sinks(tmp_path: Path) -> None:
+    config = tmp_path / "lumina.toml"
+    config.write_text(
+        '[alerts]\nsinks = ["webhook/oncall"]\n'
+        "[alerts.defaults]\nmin_samples = -1\n"
+        '[[alerts.rules]]\nname = "spend"\nkind = "budget"\nsinks = ["nowhere"]\n'
+        '[[alerts.rules]]\nname = "spike"\nkind = "cost_spike"\nservices.checkout = { above_pct = "lots" }\n'
+        '[[alerts.rules]]\nname = "odd"\nkind = "no_such_kind"\n'
+        '[alert_sinks."webhook/oncall"]\nheaders = { X = "1" }\n'
+    )
+    result = CliRunner().invoke(main, ["config", "check", str(config)])
+    assert result.exit_code == 1
+    for problem in (
+        "alert_sinks.webhook/oncall.url: Field required",
+        "alert_sinks.nowhere: unknown alert_sink type 'nowhere'",
+        "alerts.rules.0.params.limit_usd: Field required",  # a budget needs its limit
+        "alerts.rules.0.params.min_samples:",  # the defaults cascade into every rule
+        "alerts.rules.1.services.checkout.above_pct:",
+        "alerts.rules.2.kind: unknown alert rule kind 'no_such_kind'",
+    ):
+        assert problem in result.output, result.output
+
+
 def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
     config = tmp_path / "lumina.toml"
     config.write_text("[server]\nport = 9000\n[queue]\nmax_pending_spans = 1000\n")
@@ -94,7 +117,10 @@ def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
 
 def test_config_show_redacts_secrets(tmp_path: Path) -> None:
     config = tmp_path / "lumina.toml"
-    config.write_text('[storage]\nurl = "postgresql+asyncpg://lumina:s3cret@db/lumina"\n')
+    config.write_text(
+        '[storage]\nurl = "postgresql+asyncpg://lumina:s3cret@db/lumina"\n'
+        '[alert_sinks."slack/team"]\nwebhook_url = "https://hooks.slack.com/services/s3cret"\n'
+    )
     result = CliRunner().invoke(main, ["config", "show", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "s3cret" not in result.output
