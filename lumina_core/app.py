@@ -184,6 +184,11 @@ class Lumina:
         worker_alive = self._worker_task is not None and not self._worker_task.done()
         checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
         checks["queue"] = {"ok": True, "depth_spans": self.queue.depth()}
+        if self.settings.alerts.enabled:
+            try:
+                checks["alerts"] = {"ok": True, "notifications": await self.outbox.backlog()}
+            except Exception as exc:
+                checks["alerts"] = {"ok": False, "error": str(exc)}
         if self.quality is not None:
             q = self.quality
             checks["quality"] = {"ok": True, "waiting_calls": q.pending(), "checked": q.checked, "skipped": q.skipped}

@@ -229,6 +229,8 @@ def test_a_receiver_failing_twice_gets_the_alert_exactly_once(lumina_factory: Ca
         assert received.json()["rule"] == "daily-budget"
         (delivery,) = httpx.get(f"{server.http_url}/api/v1/alerts/{received.json()['alert_id']}").json()["deliveries"]
         assert (delivery["state"], delivery["attempts"]) == ("delivered", 3)
+        ready = httpx.get(f"{server.http_url}/-/ready").json()["checks"]["alerts"]
+        assert ready == {"ok": True, "notifications": {"pending": 0, "failed": 0}}
 
 
 def free_port() -> int:

@@ -46,6 +46,15 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
 
+    async def backlog(self) -> dict[str, int]:
+        """How many notifications wait to be sent (``pending``) and how many were given up (``failed``)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(_o.state, sa.func.count()).where(_o.state != "delivered").group_by(_o.state)
+            )
+            counts: dict[str, int] = {state: count for state, count in rows}
+        return {"pending": counts.get("pending", 0), "failed": counts.get("failed", 0)}
+
     async def deliver_due(self, limit: int = 100) -> int:
         """Send every notification that is due and not claimed by another process; returns how many."""
         now = time.time_ns()
