@@ -233,6 +233,41 @@ def test_a_receiver_failing_twice_gets_the_alert_exactly_once(lumina_factory: Ca
         assert ready == {"ok": True, "notifications": {"pending": 0, "failed": 0}}
 
 
+def test_a_firing_alert_is_renotified_until_acknowledged_and_resolved_through_the_api(
+    lumina_factory: Callable[..., Endpoints],
+) -> None:
+    budget = {
+        "name": "daily-budget",
+        "kind": "budget",
+        "window": "day",
+        "params": {"limit_usd": 0.01, "renotify_seconds": 60},
+    }
+    with http_receiver() as hook:
+        server = lumina_factory(**alert_settings(hook.url, [budget]))
+        with traffic(server) as send:
+            send.calls("checkout", 0, 5)
+        minute = 60 * 10**9
+        assert acted(evaluate(server, at(1))) == [("fire", {"service": "checkout"})]
+        assert acted(evaluate(server, at(1) + minute // 2)) == []  # not yet due
+        assert acted(evaluate(server, at(1) + minute)) == [("repeat", {"service": "checkout"})]
+        (alert,) = alerts_of(server, state="open")
+        acked = httpx.post(f"{server.http_url}/api/v1/alerts/{alert['id']}/ack")
+        assert acked.status_code == 200 and acked.json()["state"] == "acknowledged"
+        assert acted(evaluate(server, at(1) + 3 * minute)) == []  # acknowledged: no more reminders
+        resolved = httpx.post(f"{server.http_url}/api/v1/alerts/{alert['id']}/resolve")
+        assert resolved.status_code == 200 and resolved.json()["state"] == "resolved"
+        assert httpx.post(f"{server.http_url}/api/v1/alerts/{alert['id']}/resolve").status_code == 404
+        events = [r.json()["event"] for r in hook.wait_for(3)]
+        assert events == ["firing", "repeat", "resolved"]
+        history = httpx.get(f"{server.http_url}/api/v1/alerts/{alert['id']}").json()["events"]
+        assert [(e["event"], e["actor"]) for e in history] == [
+            ("firing", None),
+            ("repeat", None),
+            ("acknowledged", "anonymous (open mode)"),
+            ("resolved", "anonymous (open mode)"),
+        ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
