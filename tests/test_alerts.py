@@ -384,6 +384,21 @@ def test_rules_are_created_edited_and_deleted_through_the_api_and_persist(tmp_pa
         assert httpx.get(f"{base}/errors").status_code == 404
 
 
+def test_deleting_a_rule_resolves_its_open_alerts(lumina_factory: Callable[..., Endpoints]) -> None:
+    with http_receiver() as hook:
+        server = lumina_factory(**alert_settings(hook.url, []))
+        budget = {"name": "spend", "kind": "budget", "window": "day", "params": {"limit_usd": 0.01}}
+        assert httpx.post(f"{server.http_url}/api/v1/alerts/rules", json=budget).status_code == 201
+        with traffic(server) as send:
+            send.calls("checkout", 0, 5)
+        assert acted(evaluate(server, at(1))) == [("fire", {"service": "checkout"})]
+        assert httpx.delete(f"{server.http_url}/api/v1/alerts/rules/spend").status_code == 204
+        (retired,) = evaluate(server, at(1.5))
+        assert (retired["rule"], retired["action"]) == ("spend", "resolve")
+        assert [a["state"] for a in alerts_of(server)] == ["resolved"]
+        assert hook.wait_for(2)[1].json()["summary"] == "resolved: its rule was deleted or disabled"
+
+
 def test_cli_tests_a_rule_and_acknowledges_and_resolves_alerts(tmp_path: Path) -> None:
     config = tmp_path / "lumina.toml"
     with http_receiver() as hook:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from lumina_web.alerts import alert_actions, alert_page, alerts_page, rule_edits
 from lumina_web.frame import HERE, Dashboard, page
 from lumina_web.models import models_page, price_edits
 from lumina_web.overview import overview
@@ -26,12 +27,22 @@ if TYPE_CHECKING:
 def routes(lumina: Lumina) -> list[BaseRoute]:
     dash = Dashboard(lumina)
     edits = page(dash, price_edits(dash), scope="admin")
+    rule_changes = page(dash, rule_edits(dash), scope="admin")
+    alert_changes = page(dash, alert_actions(dash), scope="admin")
     return [
         Route("/", page(dash, overview(dash)), methods=["GET"]),
         Route("/traces", page(dash, trace_list(dash)), methods=["GET"]),
         Route("/traces/{trace_id}", page(dash, trace_view(dash)), methods=["GET"]),
         Route("/models", page(dash, models_page(dash)), methods=["GET"]),
         Route("/quality", page(dash, quality_page(dash)), methods=["GET"]),
+        Route("/alerts", page(dash, alerts_page(dash)), methods=["GET"]),
+        Route("/alerts/rules", rule_changes, methods=["POST"]),
+        Route("/alerts/rules/{name}", rule_changes, methods=["POST"]),
+        Route("/alerts/rules/{name}/toggle", rule_changes, methods=["POST"]),
+        Route("/alerts/rules/{name}/delete", rule_changes, methods=["POST"]),
+        Route("/alerts/{alert_id}", page(dash, alert_page(dash)), methods=["GET"]),
+        Route("/alerts/{alert_id}/ack", alert_changes, methods=["POST"]),
+        Route("/alerts/{alert_id}/resolve", alert_changes, methods=["POST"]),
         Route("/models/prices", edits, methods=["POST"]),
         Route("/models/prices/{price_id}", edits, methods=["POST"]),
         Route("/models/prices/{price_id}/delete", edits, methods=["POST"]),

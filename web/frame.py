@@ -31,7 +31,13 @@ CSP = (
 KEY_COOKIE = "lumina_key"
 RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 DEFAULT_RANGE = "24h"
-PAGES = (("Overview", "/"), ("Traces", "/traces"), ("Quality", "/quality"), ("Models & pricing", "/models"))
+PAGES = (
+    ("Overview", "/"),
+    ("Traces", "/traces"),
+    ("Quality", "/quality"),
+    ("Alerts", "/alerts"),
+    ("Models & pricing", "/models"),
+)
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 for name in ("cost", "count", "ms", "when", "ago", "pct", "tokens"):

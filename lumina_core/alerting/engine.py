@@ -20,15 +20,15 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lumina_core.alerting import store
 from lumina_core.alerting.rules import ActiveRule, RuleKinds, is_immediate, rule_sinks, scope_service_model
 from lumina_core.alerting.stats import Scope, WindowQuery, WindowReader
 from lumina_core.config import AlertRuleSettings, AlertSettings
 from lumina_core.plugin_api import Alert, AlertThresholds, AlertVerdict, WindowStats
 from lumina_core.storage.database import writing
-from lumina_core.storage.models import alert_events_table, alert_outbox_table, alert_rules_table, alerts_table
+from lumina_core.storage.models import alert_events_table, alert_outbox_table, alerts_table
 from lumina_core.storage.projects import list_projects
 
 log = logging.getLogger(__name__)
@@ -108,19 +108,13 @@ class AlertEngine:
 
     async def load_rules(self) -> None:
         """Read the rules stored through the API (skipping, loudly, any that no longer validate)."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(alert_rules_table))).mappings().all()
         stored: dict[str, list[ActiveRule]] = {}
-        for row in rows:
-            try:
-                rule = AlertRuleSettings.model_validate(row["spec"])
-                problems = self.kinds.check(rule)
-            except ValidationError as exc:
-                problems = [("", str(exc))]
-            if problems:
-                log.warning("alert rule %s/%s is skipped: %s", row["project_id"], row["name"], problems)
+        for project_id, rule in await store.stored_rules(self.engine):
+            problems = self.kinds.check(rule)
+            if problems:  # e.g. the plugin of its kind is no longer installed
+                log.warning("alert rule %s/%s is skipped: %s", project_id, rule.name, problems)
                 continue
-            stored.setdefault(row["project_id"], []).append(self.kinds.activate(rule, "api"))
+            stored.setdefault(project_id, []).append(self.kinds.activate(rule, "api"))
         self.stored_rules = stored
         self.kinds.forget()
         self.immediate = [
@@ -168,8 +162,25 @@ class AlertEngine:
                 for active in self.rules_of(project):
                     if (rule is None and not active.settings.enabled) or (rule is not None and active.name != rule):
                         continue
-                    mine = open_alerts.get(active.name, {})
+                    mine = open_alerts.pop(active.name, {})
                     decisions += await self._evaluate_rule(reader, project, active, mine, now, dry_run)
+                if rule is None:  # what is left are alerts of rules deleted or disabled since they fired
+                    decisions += await self._retire(project, open_alerts, now, dry_run)
+        return decisions
+
+    async def _retire(
+        self, project_id: str, orphans: dict[str, dict[str, dict[str, Any]]], now: int, dry_run: bool
+    ) -> list[Decision]:
+        decisions = []
+        summary = "resolved: its rule was deleted or disabled"
+        for rule, alerts in orphans.items():
+            for alert in alerts.values():
+                decision = Decision(project_id, rule, alert["scope"], AlertVerdict(None, summary=summary), "resolve")
+                if not dry_run:
+                    async with writing(self.engine) as conn:
+                        decision.alert = await self._close(conn, alert, summary, now)
+                    self.on_notify.set()
+                decisions.append(decision)
         return decisions
 
     async def _evaluate_rule(
@@ -461,14 +472,19 @@ class AlertEngine:
             alert = await _open_alert(conn, project_id, alert_id)
             if alert is None:
                 return None
-            changes = {"state": "resolved", "resolved_unix_nano": now}
-            await conn.execute(sa.update(alerts_table).where(_a.id == alert_id).values(changes))
-            alert.update(changes)
-            spec = AlertRuleSettings.model_validate(alert["rule_spec"])
-            verdict = AlertVerdict(False, summary=f"resolved by {actor}")
-            await self._notify(conn, alert, "resolved", verdict, now, rule_sinks(spec, self.settings), actor)
+            await self._close(conn, alert, f"resolved by {actor}", now, actor)
         self.on_notify.set()
         return alert
+
+    async def _close(
+        self, conn: AsyncConnection, alert: dict[str, Any], summary: str, now: int, actor: str | None = None
+    ) -> Alert:
+        """Resolve an alert outside the rule's judgement (by hand, or its rule is gone) and tell its sinks."""
+        changes = {"state": "resolved", "resolved_unix_nano": now}
+        await conn.execute(sa.update(alerts_table).where(_a.id == alert["id"]).values(changes))
+        alert.update(changes)
+        sinks = rule_sinks(AlertRuleSettings.model_validate(alert["rule_spec"]), self.settings)
+        return await self._notify(conn, alert, "resolved", AlertVerdict(False, summary=summary), now, sinks, actor)
 
     # -- charts --------------------------------------------------------------------------------
 

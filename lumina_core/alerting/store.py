@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.config import AlertRuleSettings
 from lumina_core.storage.database import writing
 from lumina_core.storage.models import alert_events_table, alert_outbox_table, alert_rules_table, alerts_table
 
+log = logging.getLogger(__name__)
 _r, _a = alert_rules_table.c, alerts_table.c
 ALERT_STATES = ("firing", "acknowledged", "resolved")
 
 
-async def stored_rules(engine: AsyncEngine, project_id: str) -> list[AlertRuleSettings]:
+async def stored_rules(engine: AsyncEngine, project_id: str | None = None) -> list[tuple[str, AlertRuleSettings]]:
+    """``(project, rule)`` for the rules stored (of one project), skipping any that no longer validate (a
+    newer Lumina may have stored it): the engine logs those when it loads them."""
+    query = sa.select(_r.project_id, _r.spec).order_by(_r.project_id, _r.name)
+    if project_id is not None:
+        query = query.where(_r.project_id == project_id)
     async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(_r.spec).where(_r.project_id == project_id).order_by(_r.name))
-        return [AlertRuleSettings.model_validate(spec) for spec in rows.scalars()]
+        rows = (await conn.execute(query)).all()
+    out = []
+    for project, spec in rows:
+        try:
+            out.append((project, AlertRuleSettings.model_validate(spec)))
+        except ValidationError as exc:
+            log.warning("stored alert rule %s/%s no longer validates: %s", project, spec.get("name"), exc)
+    return out
 
 
 async def save_rule(engine: AsyncEngine, project_id: str, rule: AlertRuleSettings, *, create: bool) -> bool:

@@ -92,7 +92,7 @@ def operations(lumina: Lumina) -> list[Operation]:
 
     async def all_rules(project_id: str) -> list[dict[str, Any]]:
         config = [rule_out(r.settings, "config") for r in lumina.alerts.rules_of(project_id) if r.source == "config"]
-        stored = [rule_out(r, "api") for r in await store.stored_rules(lumina.engine, project_id)]
+        stored = [rule_out(r, "api") for _, r in await store.stored_rules(lumina.engine, project_id)]
         return config + stored
 
     async def find_rule(project_id: str, name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-// Lumina dashboard: theme, auto-refresh, copy buttons, confirmations and the overview charts.
+// Lumina dashboard: theme, auto-refresh, copy buttons, confirmations and the charts (overview, quality, alerts).
 // Pages work without it; this only adds to them. No inline scripts: the CSP forbids them.
 "use strict";
 
@@ -114,12 +114,65 @@ function chartSeries(name, data) {
       return one("score", "mean score", "--ok", (u, v) => (v == null ? "–" : v.toFixed(3)));
     case "changed_rate":
       return one("changed_rate", "changed %", "--warn", (u, v) => (v == null ? "–" : v.toFixed(1) + "%"));
+    case "alert": {
+      const fmt = (u, v) => formatIn(data.unit, v);
+      return [[data.value, data.threshold], [
+        { label: data.label, stroke: cssVar("--bar"), width: 1.5, value: fmt, points: { show: true, size: 4 } },
+        { label: "threshold", stroke: cssVar("--err"), width: 1.2, dash: [6, 4], value: fmt, points: { show: false } },
+      ]];
+    }
     case "tokens": {
       const used = TOKEN_SERIES.filter(([key]) => data[key].some((v) => v));
       return [used.map(([key]) => data[key]), used.map(([, label, colour]) => ({ label, stroke: cssVar(colour), width: 1.5, value: plain }))];
     }
   }
   return [[], []];
+}
+
+// an alert's metric in its unit (the server says which: usd, ratio, ms, score or number)
+function formatIn(unit, v) {
+  if (v == null) return "–";
+  switch (unit) {
+    case "usd":
+      return "$" + v.toFixed(v < 1 ? 4 : 2);
+    case "ratio":
+      return (v * 100).toFixed(1) + "%";
+    case "ms":
+      return Math.round(v) + " ms";
+    case "score":
+      return v.toFixed(3);
+  }
+  return compact(v);
+}
+
+function axisIn(unit, v) {
+  if (unit === "usd") return "$" + compact(v);
+  if (unit === "ratio") return +(v * 100).toPrecision(3) + "%";
+  return compact(v);
+}
+
+// the span of time an alert was open (to its end, or the chart's right edge), shaded behind the lines
+function openShading(data) {
+  if (!data.open) return {};
+  const [from, to] = data.open;
+  return {
+    drawClear: [
+      (u) => {
+        const { ctx, bbox } = u;
+        const left = Math.max(bbox.left, u.valToPos(from, "x", true));
+        const right = Math.min(bbox.left + bbox.width, to == null ? Infinity : u.valToPos(to, "x", true));
+        if (!(right > left)) return;
+        ctx.save();
+        ctx.fillStyle = cssVar("--err-soft");
+        ctx.fillRect(left, bbox.top, right - left, bbox.height);
+        ctx.restore();
+      },
+    ],
+  };
+}
+
+function chartHooks(name, data) {
+  return name === "alert" ? openShading(data) : {};
 }
 
 function drawCharts() {
@@ -139,15 +192,17 @@ function drawCharts() {
         return;
       }
       const axis = { stroke: cssVar("--muted"), grid: { stroke: cssVar("--line"), width: 1 }, ticks: { stroke: cssVar("--line") } };
-      const yAxis = { ...axis, size: 50, values: (u, ticks) => ticks.map(compact) };
+      const tick = figure.dataset.chart === "alert" ? (v) => axisIn(data.unit, v) : compact;
+      const yAxis = { ...axis, size: 50, values: (u, ticks) => ticks.map(tick) };
       const opts = {
         width: Math.max(box.clientWidth, 200),
-        height: 150,
+        height: Number(figure.dataset.height) || 150,
         tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
         series: [{ label: "UTC" }, ...series],
         axes: [axis, yAxis],
         legend: { live: true },
         cursor: { points: { size: 5 } },
+        hooks: chartHooks(figure.dataset.chart, data),
       };
       plots.push(new uPlot(opts, [data.x, ...columns], box));
     });
