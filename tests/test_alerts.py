@@ -212,6 +212,13 @@ def test_a_cost_spike_fires_once_for_its_service_resolves_and_cools_down(
         assert [d["state"] for d in detail["deliveries"]] == ["delivered", "delivered"]
         series = detail["series"]
         assert len(series["x"]) == len(series["value"]) > 5 and max(v for v in series["value"] if v) > 0
+        per_call = {**COST_SPIKE, "name": "per-call", "enabled": False}
+        per_call["params"] = {**COST_SPIKE["params"], "measure": "cost_per_call"}
+        assert httpx.post(f"{server.http_url}/api/v1/alerts/rules", json=per_call).status_code == 201
+        backtest = evaluate(server, at(4), rule="per-call", dry_run="true")  # the spike, judged per call
+        checkout = next(d for d in backtest if d["scope"] == {"service": "checkout"})
+        assert (checkout["firing"], checkout["action"]) == (True, "fire")  # would: a dry run sends nothing
+        assert checkout["value"] == pytest.approx(3 * checkout["baseline"])
         time.sleep(0.2)
         assert len(hook.requests) == 2  # exactly one firing and one resolved notification
 

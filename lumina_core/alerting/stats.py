@@ -126,11 +126,11 @@ class WindowReader:
 
     @staticmethod
     def _add(sums: dict[Scope, _Sums], scope: Scope, row: dict[str, Any]) -> None:
-        entry = sums.setdefault(scope, _Sums())
-        entry.calls += row["calls"]
-        entry.errors += row["errors"]
-        entry.cost_usd += row["cost_usd"] or 0.0
-        entry.tokens += row["tokens"] or 0
+        entry = sums.setdefault(scope, _Sums())  # PostgreSQL sums integers as NUMERIC (Decimal)
+        entry.calls += int(row["calls"])
+        entry.errors += int(row["errors"] or 0)
+        entry.cost_usd += float(row["cost_usd"] or 0.0)
+        entry.tokens += int(row["tokens"] or 0)
 
     async def _cached(self, key: Any, query: sa.Select[Any] | Callable[[AsyncConnection], Awaitable[Any]]) -> list[Any]:
         """The rows of ``query`` (or of the query ``query(conn)`` builds), read once per cycle."""
@@ -206,7 +206,12 @@ class WindowReader:
         )
         rows = await self._cached(("quality", q.project_id, q.start, q.end, q.group_by, q.where), query)
         return [
-            (_scope(r[f"d{i}"] for i in range(len(keys))), r["checked"], int(r["changed"] or 0), r["score_sum"] or 0.0)
+            (
+                _scope(r[f"d{i}"] for i in range(len(keys))),
+                int(r["checked"]),
+                int(r["changed"] or 0),
+                float(r["score_sum"] or 0.0),
+            )
             for r in rows
         ]
 
