@@ -150,7 +150,8 @@ def text_param(name: str, description: str, max_length: int = 1000) -> Param:
             raise ValueError("contains a NUL character")
         return value
 
-    return Param(name, description, {"type": "string", "maxLength": max_length}, parse)
+    schema = {"type": "string", "maxLength": max_length, "pattern": "^[^\\x00]*$"}  # no NUL: refused above
+    return Param(name, description, schema, parse)
 
 
 def choice_param(name: str, description: str, choices: tuple[str, ...], default: str | None = None) -> Param:
