@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import lumina_server, stale_hours
 from query import load
@@ -26,7 +28,7 @@ from workload import MODELS, SERVICES
 
 from lumina_core.app import Lumina
 from lumina_core.config import load_settings
-from lumina_core.storage.database import migrate
+from lumina_core.storage.database import create_engine, migrate
 
 TARGET_S = 1.0
 
@@ -63,6 +65,14 @@ def rules() -> list[dict[str, Any]]:
     return out
 
 
+async def newest_span(database_url: str) -> int:
+    engine = create_engine(database_url)
+    async with engine.connect() as conn:
+        newest = (await conn.execute(sa.text("SELECT max(start_time_unix_nano) FROM spans"))).scalar_one()
+    await engine.dispose()
+    return int(newest) + 1
+
+
 async def time_cycles(lumina: Lumina, now_ns: int, cycles: int) -> tuple[list[float], int]:
     await migrate(lumina.engine)
     await lumina.alerts.load_rules()
@@ -70,7 +80,7 @@ async def time_cycles(lumina: Lumina, now_ns: int, cycles: int) -> tuple[list[fl
     timings = []
     for i in range(cycles):
         began = time.perf_counter()
-        await lumina.alerts.evaluate(now_ns + i * 30 * 10**9, dry_run=True)
+        await lumina.alerts.evaluate(now_ns - i * 30 * 10**9, dry_run=True)  # windows slide, as every 30 s
         timings.append(time.perf_counter() - began)
     await lumina.engine.dispose()
     return timings, len(decisions)
@@ -100,7 +110,8 @@ def main() -> None:
         overrides={"data_dir": str(workdir), "storage.url": database_url, "alerts.rules": rules()},
     )
     lumina = Lumina(settings)
-    timings, decisions = asyncio.run(time_cycles(lumina, time.time_ns(), args.cycles))
+    newest = asyncio.run(newest_span(database_url))  # evaluate as the data's "now", however old it is
+    timings, decisions = asyncio.run(time_cycles(lumina, newest, args.cycles))
     p50, worst = statistics.median(timings), max(timings)
     print(f"\n{len(settings.alerts.rules)} rules, {decisions} rule-scope verdicts per cycle")
     print(f"cycle: p50 {p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms  (target < {TARGET_S * 1000:.0f} ms)")
