@@ -45,7 +45,7 @@ class Lumina:
 
     def __init__(self, settings: Settings, plugins: PluginHost | None = None) -> None:
         self.settings = settings
-        self.plugins = plugins or PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points)
+        self.plugins = plugins or PluginHost.configured(settings.plugins)
         components = build_components(settings, self.plugins)
         self.metrics = Metrics()
         self.queue = components.queue

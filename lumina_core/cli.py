@@ -14,7 +14,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.auth import DEFAULT_PROJECT, SCOPES, check_project_id, check_scopes, new_key
-from lumina_core.components import build_components
+from lumina_core.components import build_components, configured_instances
 from lumina_core.config import Settings, default_config_path, load_settings, read_settings, redacted
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
@@ -332,8 +332,7 @@ def config_check(file: Path | None) -> None:
     """Validate FILE (default: the active config) and print every error at once."""
     settings, errors = read_settings(file or default_config_path())
     try:
-        host = PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points)
-        build_components(settings, host, create=False)
+        build_components(settings, PluginHost.configured(settings.plugins), create=False)
     except ConfigError as exc:
         errors.extend(exc.errors)
     if errors:
@@ -355,13 +354,22 @@ def config_show(config: Path | None) -> None:
 def plugins(config: Path | None, as_json: bool) -> None:
     """List loaded plugins, their versions and the component types they register."""
     settings = _settings(config)
-    infos = PluginHost(block=settings.plugins.block, entry_points=settings.plugins.entry_points).describe()
+    try:
+        infos = PluginHost.configured(settings.plugins).describe(configured_instances(settings))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
     if as_json:
         click.echo(json.dumps([info.as_dict() for info in infos], indent=2))
         return
     for info in infos:
         types = ", ".join(f"{kind}: {', '.join(names)}" for kind, names in info.types.items()) or "-"
-        click.echo(f"{info.name}  ({info.distribution or '?'} {info.version or ''})  {types}")
+        line = f"{info.name}  ({info.distribution or '?'} {info.version or ''})  {types}"
+        if info.error:
+            line += f"  FAILED: {info.error}"
+        elif info.instances:
+            line += f"  used by {', '.join(info.instances)}"
+        click.echo(line)
 
 
 if __name__ == "__main__":

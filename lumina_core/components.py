@@ -63,6 +63,29 @@ def _build(
     return factory.create(ComponentContext(name=name, data_dir=settings.data_dir), config)
 
 
+def _detector_types(settings: Settings) -> list[str]:
+    quality = settings.quality
+    return sorted({*quality.detectors, *(d for rules in quality.services.values() for d in rules.detectors or [])})
+
+
+def _sink_refs(settings: Settings) -> list[str]:
+    """Every alert sink configured or named by ``alerts.sinks`` or a rule."""
+    named = (ref for rule in settings.alerts.rules for ref in rule.sinks or [])
+    return sorted({*settings.alert_sinks, *settings.alerts.sinks, *named})
+
+
+def configured_instances(settings: Settings) -> list[tuple[ComponentKind, str]]:
+    """Every component instance the settings configure, as ``(kind, "type/name")`` (rules by their name)."""
+    return [
+        *(("extractor", ref) for ref in settings.pipeline.extractors),
+        ("queue_backend", settings.queue.type),
+        *(("pricing_provider", ref) for ref in settings.pricing.providers),
+        *(("detector", ref) for ref in _detector_types(settings)),
+        *(("alert_sink", ref) for ref in _sink_refs(settings)),
+        *(("alert_rule", f"{rule.kind}/{rule.name}") for rule in settings.alerts.rules),
+    ]
+
+
 def build_components(settings: Settings, host: PluginHost, *, create: bool = True) -> Components:
     """Validate every configured component's config and, with ``create``, build it.
 
@@ -87,9 +110,7 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     errors.extend(
         (f"pricing_providers.{ref}", "configured but not listed in pricing.providers") for ref in sorted(unused)
     )
-    detector_types = sorted(
-        {*settings.quality.detectors, *(d for r in settings.quality.services.values() for d in r.detectors or [])}
-    )
+    detector_types = _detector_types(settings)
     detectors = {
         ref: _build(
             host, "detector", ref, settings.detectors.get(ref, {}), f"detectors.{ref}", settings, errors, create
@@ -98,13 +119,7 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     }
     unused = set(settings.detectors) - set(detector_types)
     errors.extend((f"detectors.{ref}", "configured but not listed in quality.detectors") for ref in sorted(unused))
-    sink_refs = sorted(
-        {
-            *settings.alert_sinks,
-            *settings.alerts.sinks,
-            *(ref for rule in settings.alerts.rules for ref in rule.sinks or []),
-        }
-    )
+    sink_refs = _sink_refs(settings)
     alert_sinks = {
         ref: _build(
             host, "alert_sink", ref, settings.alert_sinks.get(ref, {}), f"alert_sinks.{ref}", settings, errors, create

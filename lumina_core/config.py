@@ -252,6 +252,12 @@ class AlertSettings(Section):
 class PluginSettings(Section):
     block: list[str] = Field(default_factory=list, description="plugin names not to load")
     entry_points: bool = Field(True, description="discover plugins from the 'lumina' entry-point group")
+    allow: list[str] | None = Field(
+        None, description="the only entry-point plugins that may load (by entry-point name); default: all"
+    )
+    require: list[str] = Field(
+        default_factory=list, description="plugins that must load: start-up fails if one is missing or raises"
+    )
 
 
 class Settings(Section):

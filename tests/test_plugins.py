@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from lumina_core import ComponentConfig, ComponentFactory, LLMFields, SpanRecord, hookimpl
 from lumina_core.cli import main
-from lumina_core.components import build_components
+from lumina_core.components import build_components, configured_instances
 from lumina_core.config import load_settings
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost, builtin_plugins
@@ -193,3 +193,74 @@ def test_third_party_queue_backend_and_pricing_provider_run_the_pipeline(lumina_
     assert put_counts == [1]
     (trace,) = httpx.get(f"{server.http_url}/api/v1/traces").json()["data"]
     assert trace["cost_usd"] == 1.0
+
+
+def install_plugin(root: Path, name: str, source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distribution ``lumina-<name>`` with entry point ``<name>`` (module ``lumina_<name>``) on sys.path."""
+    module = f"lumina_{name}"
+    (root / f"{module}.py").write_text(source)
+    dist_info = root / f"lumina_{name}-0.1.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: lumina-{name}\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[lumina]\n{name} = {module}\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
+
+BROKEN_AT_IMPORT = "raise RuntimeError('needs a licence key')\n"
+BROKEN_AT_REGISTRATION = textwrap.dedent(
+    """
+    from lumina_core import hookimpl
+
+    @hookimpl
+    def lumina_register_alert_sinks():
+        raise ValueError("no sinks today")
+    """
+)
+
+
+def test_a_plugin_that_fails_at_start_up_is_reported_and_left_out_unless_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed_plugin: str
+) -> None:
+    install_plugin(tmp_path, "licensed", BROKEN_AT_IMPORT, monkeypatch)
+    install_plugin(tmp_path, "moody", BROKEN_AT_REGISTRATION, monkeypatch)
+    host = PluginHost()
+    failed = {f.name: f.error for f in host.failures}
+    assert failed == {"licensed": "RuntimeError: needs a licence key", "moody": "ValueError: no sinks today"}
+    infos = {i.name: i for i in host.describe()}
+    assert (infos["licensed"].distribution, infos["licensed"].error) == ("lumina-licensed", failed["licensed"])
+    assert "shout" in host.factories["extractor"]  # the others still load
+
+    with pytest.raises(ConfigError, match=r"plugins\.licensed: required plugin failed to load: RuntimeError"):
+        PluginHost(require=["licensed"])
+    with pytest.raises(ConfigError, match=r"plugins\.moody: required plugin failed to load: ValueError"):
+        PluginHost(require=["moody"])
+    with pytest.raises(ConfigError, match="required plugin 'absent' is not installed"):
+        PluginHost(require=["absent"])
+    allowed = PluginHost(allow=["shout"])
+    assert allowed.failures == [] and "shout" in allowed.factories["extractor"]
+    assert (
+        PluginHost(allow=[]).factories["extractor"].keys()
+        == PluginHost(entry_points=False).factories["extractor"].keys()
+    )
+
+    result = CliRunner().invoke(main, ["plugins"], env={"LUMINA_PLUGINS__ALLOW": '["licensed"]'})
+    assert "licensed  (lumina-licensed 0.1)  -  FAILED: RuntimeError: needs a licence key" in result.output
+
+
+def test_plugins_show_stability_and_the_instances_that_use_them(installed_plugin: str) -> None:
+    settings = load_settings(
+        None,
+        env={},
+        overrides={
+            "pipeline.extractors": ["otel_genai", "shout/loud"],
+            "extractors": {"shout/loud": {"provider": "p"}},
+            "alerts.sinks": ["log"],
+            "alerts.rules": [{"name": "spend", "kind": "budget", "params": {"limit_usd": 5}}],
+        },
+    )
+    infos = {i.name: i for i in PluginHost().describe(configured_instances(settings))}
+    assert infos["shout"].instances == ["extractor:shout/loud"]
+    assert infos["shout"].stability == {"extractor/shout": "stable"}
+    assert infos["lumina_plugins.alert_rules"].instances == ["alert_rule:budget/spend"]
+    assert infos["lumina_plugins.alert_sinks"].instances == ["alert_sink:log"]

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lumina_core.api import json_response
+from lumina_core.components import configured_instances
 
 if TYPE_CHECKING:
     from lumina_core.app import Lumina
@@ -25,7 +26,8 @@ def routes(lumina: Lumina) -> list[Route]:
         return json_response({"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
     async def plugins(request: Request) -> Response:
-        return json_response({"plugins": [info.as_dict() for info in lumina.plugins.describe()]})
+        infos = lumina.plugins.describe(configured_instances(lumina.settings))
+        return json_response({"plugins": [info.as_dict() for info in infos]})
 
     async def metrics(request: Request) -> Response:
         lumina.metrics.queue_depth.set(lumina.queue.depth())
