@@ -31,7 +31,7 @@ def _messages(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]] | None
 class OpenInferenceExtractor:
     def extract(self, span: SpanRecord) -> LLMFields | None:
         a = span.attributes
-        kind = a.get("openinference.span.kind")
+        kind = as_str(a.get("openinference.span.kind"))  # a list or map there must not fail the batch
         if kind not in _OPERATIONS and "llm.model_name" not in a and "llm.cost.total" not in a:
             return None
         params = json_value(a.get("llm.invocation_parameters"))
@@ -43,7 +43,7 @@ class OpenInferenceExtractor:
             finish = [str(m["finish_reason"]) for m in output_messages if m.get("finish_reason")] or None
         return LLMFields(
             provider=as_str(first(a, "llm.provider", "llm.system")),
-            operation=_OPERATIONS.get(str(kind)),
+            operation=_OPERATIONS.get(kind or ""),
             request_model=as_str(params.get("model")) if params else None,
             response_model=as_str(first(a, "llm.model_name", "embedding.model_name")),
             input_tokens=first_int(a, "llm.token_count.prompt"),

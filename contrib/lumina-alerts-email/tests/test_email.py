@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import lumina_alerts_email
 import pydantic
 import pytest
 import trustme
@@ -24,6 +25,7 @@ from lumina_alerts_email import EmailConfig, EmailSink, build_message
 
 from lumina_core import Alert
 from lumina_core.plugins import PluginHost
+from lumina_core.testing.contracts import AlertSinkContract
 
 USER, PASSWORD = "lumina", "s3cret"
 
@@ -237,3 +239,19 @@ def test_discovered_through_its_entry_point() -> None:
     assert "email" in host.factories["alert_sink"]
     (info,) = [i for i in host.describe() if i.types.get("alert_sink") == ["email"]]
     assert info.distribution == "lumina-alerts-email"
+
+
+class TestEmailSinkContract(AlertSinkContract):
+    type_name = "email"
+
+    @pytest.fixture
+    def plugin(self) -> object:
+        return lumina_alerts_email
+
+    @pytest.fixture
+    def sink(self, serve: Callable[..., int], ca_file: str) -> EmailSink:
+        return EmailSink(config(serve(Inbox()), ca_file))
+
+    @pytest.fixture
+    def failing_sink(self, serve: Callable[..., int], ca_file: str) -> EmailSink:
+        return EmailSink(config(serve(Inbox()), ca_file, password="wrong"))

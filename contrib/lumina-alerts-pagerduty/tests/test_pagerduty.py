@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import lumina_alerts_pagerduty
 import pytest
 from lumina_alerts_pagerduty import PagerDutyError, PagerDutySink, lumina_register_alert_sinks
 
 from lumina_core import Alert, ComponentContext
 from lumina_core.plugins import PluginHost
+from lumina_core.testing.contracts import AlertSinkContract
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
 
@@ -159,3 +161,20 @@ def test_discovered_through_its_entry_point() -> None:
     assert "pagerduty" in host.factories["alert_sink"]
     (info,) = [i for i in host.describe() if i.types.get("alert_sink") == ["pagerduty"]]
     assert info.distribution == "lumina-alerts-pagerduty"
+
+
+class TestPagerDutySinkContract(AlertSinkContract):
+    type_name = "pagerduty"
+
+    @pytest.fixture
+    def plugin(self) -> object:
+        return lumina_alerts_pagerduty
+
+    @pytest.fixture
+    def sink(self, receiver: EventsReceiver) -> PagerDutySink:
+        return make_sink(receiver.url)
+
+    @pytest.fixture
+    def failing_sink(self, receiver: EventsReceiver) -> PagerDutySink:
+        receiver.status = 503
+        return make_sink(receiver.url)

@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import lumina_alerts_slack
 import pytest
 from lumina_alerts_slack import SlackConfig, SlackSink, SlackWebhookError
 from pydantic import ValidationError
 
 from lumina_core import Alert, AlertSink, ComponentContext
 from lumina_core.plugins import PluginHost
+from lumina_core.testing.contracts import AlertSinkContract
 
 STARTED = datetime(2025, 3, 4, 5, 6, tzinfo=UTC)
 
@@ -228,3 +230,20 @@ async def test_discovered_through_its_entry_point_and_built_by_its_factory(slack
     assert isinstance(sink, AlertSink)
     await sink.send(make_alert())
     assert slack.posts[0]["json"]["blocks"][0]["type"] == "header"
+
+
+class TestSlackSinkContract(AlertSinkContract):
+    type_name = "slack"
+
+    @pytest.fixture
+    def plugin(self) -> object:
+        return lumina_alerts_slack
+
+    @pytest.fixture
+    def sink(self, slack: Receiver) -> SlackSink:
+        return sink_for(slack)
+
+    @pytest.fixture
+    def failing_sink(self, slack: Receiver) -> SlackSink:
+        slack.status = 404
+        return sink_for(slack)

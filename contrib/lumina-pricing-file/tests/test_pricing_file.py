@@ -6,7 +6,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import lumina_pricing_file
+import pytest
 from lumina_pricing_file import PriceFileProvider
+
+from lumina_core.testing.contracts import PricingProviderContract
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -51,3 +55,19 @@ def test_unknown_models_and_other_providers_are_not_priced(tmp_path: Path) -> No
     assert provider.lookup("acme", "acme-large-3", NOW) is None
     assert provider.lookup("other", "acme-large-2", NOW) is None
     assert provider.lookup(None, "no-prices", NOW) is None
+
+
+class TestPriceFileContract(PricingProviderContract):
+    type_name = "pricing_file"
+
+    @pytest.fixture
+    def plugin(self) -> object:
+        return lumina_pricing_file
+
+    @pytest.fixture
+    def provider(self, tmp_path: Path) -> PriceFileProvider:
+        return PriceFileProvider(str(write_prices(tmp_path)))
+
+    @pytest.fixture
+    def known(self) -> tuple[str, str]:
+        return "acme", "acme-large-2"

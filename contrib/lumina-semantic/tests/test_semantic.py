@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import lumina_semantic
 import pytest
 import uvicorn
 from lumina_semantic import LocalEmbedder, OpenAIEmbedder, SemanticDetector
@@ -25,6 +26,7 @@ from lumina_core.app import Lumina
 from lumina_core.config import load_settings
 from lumina_core.plugins import PluginHost
 from lumina_core.server import LuminaServer
+from lumina_core.testing.contracts import DetectorContract
 
 PARAPHRASES = [
     ("Your order will arrive on Monday.", "The package should be delivered to you on Monday."),
@@ -161,3 +163,15 @@ def wait_for(base: str, trace_id: str, span_id: str, detector: str) -> dict:
 
 def span(base: str, trace_id: str, span_id: str) -> dict:
     return httpx.get(f"{base}/api/v1/spans/{trace_id}/{span_id}").json()
+
+
+class TestSemanticDetectorContract(DetectorContract):
+    type_name = "semantic"
+
+    @pytest.fixture
+    def plugin(self) -> object:
+        return lumina_semantic
+
+    @pytest.fixture
+    def detector(self, local: SemanticDetector) -> SemanticDetector:
+        return local

@@ -1,0 +1,267 @@
+"""Contract suites: what every component of a kind must do, as pytest test classes to subclass.
+
+    from lumina_core.testing.contracts import AlertSinkContract
+
+    class TestMySink(AlertSinkContract):
+        type_name = "my_sink"           # the type your plugin registers
+
+        @pytest.fixture
+        def plugin(self):               # the module (or object) with your hook implementations
+            return my_package
+
+        @pytest.fixture
+        def sink(self, receiver):       # your sink, pointed at a receiver that accepts
+            return MySink(MySinkConfig(url=receiver.url))
+
+Each suite lists the fixtures it needs in its docstring. The built-in and contrib components run these
+same suites (a meta-test checks that every registered type has one).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import pytest
+
+from lumina_core.plugin_api import (
+    TOKEN_BUCKETS,
+    Alert,
+    AlertRuleKind,
+    AlertSink,
+    AlertVerdict,
+    ComponentConfig,
+    ComponentKind,
+    Detector,
+    Extractor,
+    LLMFields,
+    PriceRule,
+    PricingProvider,
+    QueueBackend,
+    SpanBatch,
+    SpanRecord,
+    WindowStats,
+)
+
+__all__ = [
+    "AlertRuleContract",
+    "AlertSinkContract",
+    "DetectorContract",
+    "ExtractorContract",
+    "PricingProviderContract",
+    "QueueBackendContract",
+    "make_span",
+    "sample_alert",
+]
+
+
+def sample_alert(event: str = "firing", **changes: Any) -> Alert:
+    """A realistic alert to send; ``changes`` replace any field."""
+    values: dict[str, Any] = {
+        "alert_id": 7,
+        "event_id": 42,
+        "event": event,
+        "dedup_key": "lumina/default/cost-spike/service=checkout",
+        "rule": "cost-spike",
+        "kind": "cost_spike",
+        "project_id": "default",
+        "scope": {"service": "checkout"},
+        "severity": "critical",
+        "summary": "cost $3.0000 is 3.0 times the baseline $1.0000 (threshold $2.0000)",
+        "value": 3.0,
+        "threshold": 2.0,
+        "baseline": 1.0,
+        "started_at": datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
+        "at": datetime(2026, 12, 1, 10, 5, tzinfo=UTC),
+        "url": "http://127.0.0.1:8000/alerts/7?project=default",
+    }
+    values.update(changes)
+    return Alert(**values)
+
+
+def make_span(attributes: dict[str, Any], *, name: str = "chat", service: str = "svc") -> SpanRecord:
+    """A span as intake decodes it, carrying ``attributes``."""
+    return SpanRecord(
+        "a" * 32,
+        "b" * 16,
+        None,
+        name,
+        "client",
+        1_700_000_000_000_000_000,
+        1_700_000_000_500_000_000,
+        "unset",
+        None,
+        service,
+        None,
+        attributes,
+        {"service.name": service},
+        [],
+        [],
+    )
+
+
+class _Registered:
+    """Every suite: the plugin registers ``type_name`` for its kind, with a strict config model."""
+
+    kind: ClassVar[ComponentKind]
+    type_name: ClassVar[str]
+
+    @pytest.fixture
+    def plugin(self) -> object:
+        raise NotImplementedError("define a `plugin` fixture: the module with your hook implementations")
+
+    def test_the_plugin_registers_the_type(self, plugin: object) -> None:
+        from lumina_core.plugins import PluginHost, builtin_plugins
+
+        others = [p for p in builtin_plugins() if p is not plugin]
+        factory = PluginHost([*others, plugin], entry_points=False).factory(self.kind, self.type_name)
+        assert issubclass(factory.config_model, ComponentConfig), "configs must extend ComponentConfig"
+        assert factory.description, "describe the component: `lumina plugins` shows it"
+        assert factory.stability in ("stable", "beta", "alpha")
+
+
+class AlertSinkContract(_Registered):
+    """Fixtures: ``plugin``; ``sink`` (sends to a receiver that accepts); ``failing_sink`` (the same sink
+    pointed at a receiver that refuses or cannot be reached; return ``None`` if the sink cannot fail)."""
+
+    kind = "alert_sink"
+
+    @pytest.fixture
+    def failing_sink(self) -> Any:
+        raise NotImplementedError("define `failing_sink`: your sink pointed at a receiver that fails")
+
+    def test_is_an_alert_sink(self, sink: Any) -> None:
+        assert isinstance(sink, AlertSink)
+
+    @pytest.mark.parametrize("event", ["firing", "repeat", "resolved"])
+    async def test_sends_every_event(self, sink: Any, event: str) -> None:
+        await sink.send(sample_alert(event))
+
+    async def test_sends_odd_scopes_and_missing_values(self, sink: Any) -> None:
+        odd = {"user_id": 'ünï <b>"code"</b>\r\nBcc: x@y', "attribute:tenant.id": ""}
+        await sink.send(sample_alert(scope=odd, value=None, threshold=None, baseline=None, url=None, summary=""))
+
+    async def test_a_failed_delivery_raises(self, failing_sink: Any) -> None:
+        if failing_sink is None:
+            pytest.skip("this sink cannot fail (it has no receiver)")
+        with pytest.raises(Exception):  # noqa: B017 - any exception: Lumina's outbox retries
+            await failing_sink.send(sample_alert())
+
+
+class PricingProviderContract(_Registered):
+    """Fixtures: ``plugin``; ``provider``; ``known`` — a ``(provider, model)`` pair it prices."""
+
+    kind = "pricing_provider"
+
+    def test_is_a_pricing_provider(self, provider: Any) -> None:
+        assert isinstance(provider, PricingProvider)
+
+    def test_prices_a_known_model(self, provider: Any, known: tuple[str | None, str]) -> None:
+        rule = provider.lookup(*known, datetime.now(UTC))
+        assert isinstance(rule, PriceRule)
+        assert rule.source and rule.rule
+        for bucket in TOKEN_BUCKETS:
+            price = rule.per_mtok(bucket)
+            assert math.isfinite(price) and price >= 0, bucket
+
+    def test_an_unknown_model_has_no_price(self, provider: Any) -> None:
+        assert provider.lookup(None, "no-such-model-9f3c", datetime.now(UTC)) is None
+        assert provider.lookup("no-such-provider", "no-such-model-9f3c", datetime.now(UTC)) is None
+
+
+class ExtractorContract(_Registered):
+    """Fixtures: ``plugin``; ``extractor``; ``span`` — a span in the extractor's convention."""
+
+    kind = "extractor"
+
+    def test_is_an_extractor(self, extractor: Any) -> None:
+        assert isinstance(extractor, Extractor)
+
+    def test_reads_its_convention(self, extractor: Any, span: SpanRecord) -> None:
+        fields = extractor.extract(span)
+        assert isinstance(fields, LLMFields) and not fields.is_empty()
+
+    def test_ignores_a_plain_span(self, extractor: Any) -> None:
+        fields = extractor.extract(make_span({"http.method": "GET"}, name="GET /"))
+        assert fields is None or fields.is_empty()
+
+    @pytest.mark.parametrize("odd", [None, "", "not a number", -1, 1e308, [], {}, [1, "x"], True])
+    def test_odd_values_never_raise(self, extractor: Any, span: SpanRecord, odd: Any) -> None:
+        for key in span.attributes:
+            extractor.extract(make_span({**span.attributes, key: odd}))
+
+
+class DetectorContract(_Registered):
+    """Fixtures: ``plugin``; ``detector``."""
+
+    kind = "detector"
+
+    def test_is_a_detector(self, detector: Any) -> None:
+        assert isinstance(detector, Detector) and detector.mode in ("inline", "deferred")
+
+    async def test_scores_one_per_pair_between_0_and_1(self, detector: Any) -> None:
+        pairs = [
+            ("The capital of France is Paris.", ["The capital of France is Paris."]),
+            ("The capital of France is Paris.", ["Bananas are yellow."]),
+            ("", [""]),
+            ('{"a": 1}', ['{"a": 1}', '{"a": 2}']),
+        ]
+        scores = await detector.score(pairs)
+        assert len(scores) == len(pairs)
+        assert all(0 <= s <= 1 for s in scores)
+        assert scores[0] >= 0.99, "an identical response scores 1"
+        assert await detector.score([]) == []
+
+
+class AlertRuleContract(_Registered):
+    """Fixtures: ``plugin``; ``rule_kind`` — the kind built with a config that has ``min_samples = 1``."""
+
+    kind = "alert_rule"
+
+    def test_is_an_alert_rule_kind(self, rule_kind: Any) -> None:
+        assert isinstance(rule_kind, AlertRuleKind)
+        assert rule_kind.measures <= {"latency", "max_call_cost", "quality"}
+
+    @pytest.mark.parametrize("calls", [0, 1, 1000])
+    def test_judges_any_window_without_raising(self, rule_kind: Any, calls: int) -> None:
+        quiet = WindowStats(0, 300 * 10**9)
+        busy = WindowStats(
+            0, 300 * 10**9, calls, calls // 10, calls * 0.01, calls * 100, 850.0, 0.05, calls, calls // 5, calls * 0.9
+        )
+        for current, history in ((quiet, []), (busy, [quiet, busy, busy]), (busy, [])):
+            verdict = rule_kind.judge(current, history)
+            assert isinstance(verdict, AlertVerdict) and verdict.firing in (True, False, None)
+            value = rule_kind.metric(current)
+            assert value is None or math.isfinite(value)
+        assert rule_kind.judge(quiet, []).firing is not True, "no calls is no evidence"
+
+
+class QueueBackendContract(_Registered):
+    """Fixtures: ``plugin``; ``queue`` — a backend not yet started (the suite starts and stops it)."""
+
+    kind = "queue_backend"
+
+    async def test_carries_a_batch_to_a_consumer_and_put_returns_once_it_is_durable(self, queue: Any) -> None:
+        import asyncio
+
+        assert isinstance(queue, QueueBackend)
+        await queue.start()
+        try:
+            batch = SpanBatch("default", [make_span({"k": "v"})])
+            received: list[SpanBatch] = []
+
+            async def consume() -> None:
+                async for group in queue.consume(100):
+                    for delivery in group:
+                        received.append(delivery.batch)
+                        await delivery.ack()
+                    return
+
+            consumer = asyncio.create_task(consume())
+            await asyncio.wait_for(queue.put(batch), 10)
+            await asyncio.wait_for(consumer, 10)
+            assert [b.to_dict() for b in received] == [batch.to_dict()]
+            assert queue.depth() == 0
+        finally:
+            await queue.stop()
