@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +25,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from lumina_core import AlertThresholds, AlertVerdict, ComponentConfig, ComponentFactory, WindowStats, hookimpl
+from lumina_core import AlertThresholds, AlertVerdict, ComponentFactory, WindowStats, hookimpl
 from lumina_core.alerting.rules import cascade
 from lumina_core.cli import main as cli
 from lumina_core.config import AlertRuleSettings, AlertSettings, load_settings
-from lumina_core.plugins import PluginHost, builtin_plugins
 from lumina_core.server import Endpoints
+from lumina_core.testing import RecordingSink
 from lumina_plugins.alert_rules import (
     Budget,
     BudgetConfig,
@@ -541,40 +542,19 @@ class TokenFlood:
         return AlertVerdict(current.tokens > self.config.max_tokens, current.tokens, self.config.max_tokens)
 
 
-class Recorder:
-    sent: list[Any] = []
-
-    async def send(self, alert: Any) -> None:
-        Recorder.sent.append(alert)
-
-
 @hookimpl
 def lumina_register_alert_rules() -> list[ComponentFactory]:
     return [ComponentFactory("token_flood", lambda ctx, c: TokenFlood(c), SpendConfig, "Too many tokens.")]
 
 
-@hookimpl
-def lumina_register_alert_sinks() -> list[ComponentFactory]:
-    return [ComponentFactory("recorder", lambda ctx, c: Recorder(), ComponentConfig, "Keeps alerts in memory.")]
-
-
-def test_a_plugins_rule_kind_and_sink_work_like_the_built_in_ones(tmp_path: Path) -> None:
-    import sys
-
-    from lumina_core.app import Lumina
-    from lumina_core.server import LuminaServer
-
-    host = PluginHost([*builtin_plugins(), sys.modules[__name__]], entry_points=False)
+def test_a_plugins_rule_kind_works_like_the_built_in_ones(
+    lumina_server: Callable[..., Endpoints], recording_sink: RecordingSink
+) -> None:
     rule = {"name": "tokens", "kind": "token_flood", "window": W, "params": {"max_tokens": 5000, "min_samples": 0}}
-    settings = make_settings(
-        tmp_path, **{"alerts.interval_seconds": 3600, "alerts.sinks": ["recorder"], "alerts.rules": [rule]}
-    )
-    with LuminaServer(Lumina(settings, host), log_level="warning").in_thread() as server:
-        with traffic(server) as send:
-            send.calls("bulk", 0, 10)  # 11,000 tokens
-        assert acted(evaluate(server, at(1))) == [("fire", {"service": "bulk"})]
-        deadline = time.monotonic() + 10
-        while not Recorder.sent:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    assert Recorder.sent[0].rule == "tokens" and Recorder.sent[0].value == 11000
+    settings = {"alerts.interval_seconds": 3600, "alerts.sinks": ["recording"], "alerts.rules": [rule]}
+    server = lumina_server(plugins=[sys.modules[__name__], recording_sink], settings=settings)
+    with traffic(server) as send:
+        send.calls("bulk", 0, 10)  # 11,000 tokens
+    assert acted(evaluate(server, at(1))) == [("fire", {"service": "bulk"})]
+    (alert,) = recording_sink.wait_for(1)
+    assert (alert.rule, alert.kind, alert.value) == ("tokens", "token_flood", 11000)
