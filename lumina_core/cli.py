@@ -322,6 +322,27 @@ def alerts_resolve(config: Path | None, alert_id: int, project: str) -> None:
 
 
 @main.group()
+def plugin() -> None:
+    """Write Lumina plugins."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(["alert-sink", "pricing", "extractor", "detector"]))
+@click.option("--dir", "parent", type=click.Path(path_type=Path, file_okay=False), default=".", show_default=True)
+def plugin_new(name: str, kind: str, parent: Path) -> None:
+    """Create the package lumina-NAME: a KIND component, its entry point, tests running Lumina's contract
+    suite, and a README; ready to `pip install -e '.[test]' && pytest` and to publish."""
+    from lumina_core.scaffold import new_plugin
+
+    try:
+        folder = new_plugin(name, kind, parent)
+    except (ValueError, FileExistsError) as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    click.echo(f"created {folder}: cd {folder} && pip install -e '.[test]' && pytest")
+
+
+@main.group()
 def config() -> None:
     """Check or show the configuration."""
 

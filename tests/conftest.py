@@ -123,3 +123,11 @@ def sqlite_server(lumina_factory: Callable[..., Endpoints]) -> Endpoints:
 def api(server: Endpoints) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.http_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lumina's wheel, built once per test session."""
+    from tests.support.venv import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source"))

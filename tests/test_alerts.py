@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +43,7 @@ from lumina_plugins.alert_rules import (
     QualityDropConfig,
 )
 from tests.conftest import make_settings, running_lumina
+from tests.support.net import free_port
 from tests.support.receiver import http_receiver
 
 W = 300  # the rules' window, seconds
@@ -274,12 +274,6 @@ def test_a_firing_alert_is_renotified_until_acknowledged_and_resolved_through_th
             ("acknowledged", "anonymous (open mode)"),
             ("resolved", "anonymous (open mode)"),
         ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_an_alert_waits_in_the_outbox_across_a_restart(tmp_path: Path, database_url: str) -> None:

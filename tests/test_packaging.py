@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import sysconfig
 import time
 import zipfile
 from pathlib import Path
@@ -16,31 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.net import free_port
 from tests.support.otlp import raw_request
+from tests.support.venv import fresh_venv, site_packages
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # build from a clean copy: a stale build/ folder in the work tree would hide a missing package
-    source = tmp_path_factory.mktemp("source") / "lumina"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__"))
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("lumina-*.whl")
-    return built
 
 
 def test_wheel_maps_plugins_and_web_to_lumina_packages(wheel: Path) -> None:
@@ -66,18 +42,9 @@ def test_wheel_maps_plugins_and_web_to_lumina_packages(wheel: Path) -> None:
 
 @pytest.mark.slow
 def test_wheel_installs_and_serves_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    venv = fresh_venv(tmp_path / "venv", wheel)
     python = venv / "bin" / "python"
-    # Dependencies come from the test environment (no network needed); Lumina itself only from the wheel.
-    fresh_site = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    Path(fresh_site, "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([python, "-m", "pip", "install", "--no-deps", "--quiet", str(wheel)], check=True, timeout=300)
+    fresh_site = site_packages(python)
     located = subprocess.run(
         [python, "-c", "import lumina_core, lumina_plugins, lumina_web; print(lumina_plugins.__file__)"],
         check=True,
