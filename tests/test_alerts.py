@@ -24,7 +24,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from lumina_core import AlertThresholds, AlertVerdict, ComponentFactory, WindowStats, hookimpl
+from lumina_core import (
+    AlertRejected,
+    AlertThresholds,
+    AlertVerdict,
+    ComponentConfig,
+    ComponentFactory,
+    WindowStats,
+    hookimpl,
+)
 from lumina_core.alerting.rules import cascade
 from lumina_core.cli import main as cli
 from lumina_core.config import AlertRuleSettings, AlertSettings, load_settings
@@ -552,3 +560,35 @@ def test_a_plugins_rule_kind_works_like_the_built_in_ones(
     assert acted(evaluate(server, at(1))) == [("fire", {"service": "bulk"})]
     (alert,) = recording_sink.wait_for(1)
     assert (alert.rule, alert.kind, alert.value) == ("tokens", "token_flood", 11000)
+
+
+class Refusing:
+    """A sink whose receiver refuses every alert as invalid."""
+
+    async def send(self, alert: Any) -> None:
+        raise AlertRejected("400 invalid payload")
+
+    @hookimpl
+    def lumina_register_alert_sinks(self) -> list[ComponentFactory]:
+        return [ComponentFactory("refusing", lambda ctx, c: self, ComponentConfig, "Refuses everything.")]
+
+
+def test_a_sink_that_rejects_an_alert_for_good_is_not_retried(lumina_server: Callable[..., Endpoints]) -> None:
+    budget = {"name": "spend", "kind": "budget", "window": "day", "params": {"limit_usd": 0.01}}
+    settings = {"alerts.interval_seconds": 3600, "alerts.sinks": ["refusing"], "alerts.rules": [budget]}
+    server = lumina_server(plugins=[Refusing()], settings=settings)
+    with traffic(server) as send:
+        send.calls("checkout", 0, 5)
+    assert acted(evaluate(server, at(1))) == [("fire", {"service": "checkout"})]
+    (alert,) = alerts_of(server)
+    deadline = time.monotonic() + 10
+    while (delivery := httpx.get(f"{server.http_url}/api/v1/alerts/{alert['id']}").json()["deliveries"][0])[
+        "state"
+    ] == "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert (delivery["state"], delivery["attempts"], delivery["last_error"]) == (
+        "failed",
+        1,
+        "rejected: 400 invalid payload",
+    )

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr
 
-from lumina_core import Alert, ComponentConfig, ComponentContext, ComponentFactory, LuminaError, hookimpl
+from lumina_core import Alert, AlertRejected, ComponentConfig, ComponentContext, ComponentFactory, LuminaError, hookimpl
 
 MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
@@ -17,6 +17,10 @@ SEVERITIES = {"info": "info", "warning": "warning", "critical": "critical"}
 
 class PagerDutyError(LuminaError):
     """PagerDuty did not accept an event (refused it, throttled, failed, or could not be reached)."""
+
+
+class PagerDutyRejected(PagerDutyError, AlertRejected):
+    """PagerDuty found the event invalid (HTTP 400): sending it again cannot help, so Lumina stops."""
 
 
 class PagerDutyConfig(ComponentConfig):
@@ -83,7 +87,8 @@ class PagerDutySink:
         except httpx.HTTPError as exc:
             raise PagerDutyError(f"cannot reach PagerDuty at {self.url}: {exc!r}") from exc
         if not response.is_success:
-            raise PagerDutyError(
+            error = PagerDutyRejected if response.status_code == 400 else PagerDutyError
+            raise error(
                 f"PagerDuty refused {body['event_action']} of alert {alert.alert_id} (event {alert.event_id}): "
                 f"HTTP {response.status_code} {response.text[:500]}"
             )

@@ -14,7 +14,7 @@ import lumina_alerts_pagerduty
 import pytest
 from lumina_alerts_pagerduty import PagerDutyError, PagerDutySink, lumina_register_alert_sinks
 
-from lumina_core import Alert, ComponentContext
+from lumina_core import Alert, AlertRejected, ComponentContext
 from lumina_core.plugins import PluginHost
 from lumina_core.testing.contracts import AlertSinkContract
 
@@ -141,8 +141,9 @@ async def test_no_url_means_no_links(receiver: EventsReceiver) -> None:
 @pytest.mark.parametrize("status", [400, 429, 500, 503])
 async def test_refused_event_raises_so_the_outbox_retries(receiver: EventsReceiver, status: int) -> None:
     receiver.status = status
-    with pytest.raises(PagerDutyError, match=f"HTTP {status}"):
+    with pytest.raises(PagerDutyError, match=f"HTTP {status}") as caught:
         await make_sink(receiver.url).send(ALERT)
+    assert isinstance(caught.value, AlertRejected) == (status == 400)  # invalid: retrying cannot help
     assert len(receiver.requests) == 1  # the sink never retries by itself
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, SecretStr, field_validator
 
-from lumina_core import Alert, ComponentConfig, ComponentContext, ComponentFactory, hookimpl
+from lumina_core import Alert, AlertRejected, ComponentConfig, ComponentContext, ComponentFactory, hookimpl
 
 # Slack refuses a whole message when one block is over its limit, and the outbox would retry it forever.
 HEADER_LIMIT = 150
@@ -44,6 +44,14 @@ class SlackWebhookError(RuntimeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SlackRejected(SlackWebhookError, AlertRejected):
+    """Slack refused the message for good (a bad payload, a removed webhook, an archived channel): retrying
+    cannot help, so Lumina stops."""
+
+
+PERMANENT = {400, 403, 404, 410}
 
 
 def _escape(text: str) -> str:
@@ -137,7 +145,8 @@ class SlackSink:
             raise SlackWebhookError(f"could not post to the Slack webhook: {type(exc).__name__}: {exc}") from exc
         if not response.is_success:
             snippet = _clip(response.text.strip(), BODY_SNIPPET)
-            raise SlackWebhookError(f"Slack webhook replied {response.status_code}: {snippet}", response.status_code)
+            error = SlackRejected if response.status_code in PERMANENT else SlackWebhookError
+            raise error(f"Slack webhook replied {response.status_code}: {snippet}", response.status_code)
 
 
 def _create(ctx: ComponentContext, config: SlackConfig) -> SlackSink:

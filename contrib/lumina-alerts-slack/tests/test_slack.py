@@ -17,7 +17,7 @@ import pytest
 from lumina_alerts_slack import SlackConfig, SlackSink, SlackWebhookError
 from pydantic import ValidationError
 
-from lumina_core import Alert, AlertSink, ComponentContext
+from lumina_core import Alert, AlertRejected, AlertSink, ComponentContext
 from lumina_core.plugins import PluginHost
 from lumina_core.testing.contracts import AlertSinkContract
 
@@ -188,6 +188,7 @@ async def test_non_2xx_reply_raises_with_status_and_body_and_is_not_retried(
     with pytest.raises(SlackWebhookError, match=f"replied {status}: {body.decode()}") as caught:
         await sink_for(slack).send(make_alert())
     assert caught.value.status == status
+    assert isinstance(caught.value, AlertRejected) == (status == 404)  # a removed webhook: no retry helps
     assert len(slack.posts) == 1  # Lumina's outbox retries, not the sink
 
 
