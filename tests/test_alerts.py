@@ -4,6 +4,7 @@ receivers (signed webhook, retries, outbox across a restart), rules edited throu
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -592,3 +593,23 @@ def test_a_sink_that_rejects_an_alert_for_good_is_not_retried(lumina_server: Cal
         1,
         "rejected: 400 invalid payload",
     )
+
+
+@pytest.mark.postgres
+def test_one_process_of_several_on_postgresql_evaluates_alerts() -> None:
+    from lumina_core.storage.database import JobLock, create_engine
+    from tests.conftest import postgres_database
+
+    async def run(url: str) -> list[bool]:
+        engines = [create_engine(url), create_engine(url)]  # as two processes would have
+        first, second = (JobLock(engine, "alert-evaluation") for engine in engines)
+        seen = [await first.held(), await second.held(), await first.held()]
+        await first.release()  # the leader stops (or dies: its connection closes)
+        seen.append(await second.held())
+        await second.release()
+        for engine in engines:
+            await engine.dispose()
+        return seen
+
+    with postgres_database() as url:
+        assert asyncio.run(run(url)) == [True, False, True, True]

@@ -27,7 +27,7 @@ from lumina_core.alerting.rules import ActiveRule, RuleKinds, is_immediate, rule
 from lumina_core.alerting.stats import Scope, WindowQuery, WindowReader
 from lumina_core.config import AlertRuleSettings, AlertSettings
 from lumina_core.plugin_api import Alert, AlertThresholds, AlertVerdict, WindowStats
-from lumina_core.storage.database import writing
+from lumina_core.storage.database import JobLock, writing
 from lumina_core.storage.models import alert_events_table, alert_outbox_table, alerts_table
 from lumina_core.storage.projects import list_projects
 
@@ -134,14 +134,20 @@ class AlertEngine:
 
     async def run(self) -> None:
         """Evaluate every ``alerts.interval_seconds`` until cancelled (rules are re-read each time, so
-        changes made through another process's API apply too)."""
-        while True:
-            await asyncio.sleep(self.settings.interval_seconds)
-            try:
-                await self.load_rules()
-                await self.evaluate()
-            except Exception:
-                log.exception("alert evaluation failed")
+        changes made through another process's API apply too). Of several processes sharing a PostgreSQL
+        database, only the one holding the advisory lock evaluates, so no alert is raised twice."""
+        leader = JobLock(self.engine, "alert-evaluation")  # one process evaluates; the others stand by
+        try:
+            while True:
+                await asyncio.sleep(self.settings.interval_seconds)
+                try:
+                    await self.load_rules()
+                    if await leader.held():
+                        await self.evaluate()
+                except Exception:
+                    log.exception("alert evaluation failed")
+        finally:
+            await leader.release()
 
     async def evaluate(
         self,

@@ -72,6 +72,49 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+class JobLock:
+    """Makes one process, of all those sharing a PostgreSQL database, the one that runs a background job
+    (alert evaluation, …): a session advisory lock held on a connection of its own, so it is released
+    when the process or its connection dies and another process takes over at its next try.
+
+    On SQLite (one process per database file) the job always runs.
+    """
+
+    def __init__(self, engine: AsyncEngine, job: str) -> None:
+        self.engine = engine
+        self.job = job
+        self._conn: AsyncConnection | None = None
+
+    async def held(self) -> bool:
+        """Whether this process runs the job now: it holds the lock, or has just taken it."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        try:
+            if self._conn is None:
+                conn = await self.engine.connect()
+                query = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:job, 0))")
+                if not (await conn.execute(query, {"job": f"lumina/{self.job}"})).scalar_one():
+                    await conn.close()
+                    return False
+                await conn.commit()
+                self._conn = conn
+            else:  # still connected, so still holding it
+                await self._conn.execute(sa.text("SELECT 1"))
+                await self._conn.commit()
+            return True
+        except Exception:
+            await self.release()
+            return False
+
+    async def release(self) -> None:
+        """Give the job up: the connection is discarded, not pooled, which ends its session and lock."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+                await conn.close()
+
+
 def _alembic_config(connection: sa.Connection) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
