@@ -5,7 +5,6 @@ with the OpenTelemetry SDK. Pages are checked against the API, and a screenshot 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,13 +23,9 @@ from lumina_core import NavItem, SpanPanel, hookimpl
 from lumina_core.app import Lumina
 from lumina_core.plugins import PluginHost, builtin_plugins
 from lumina_core.server import Endpoints, LuminaServer
-from tests.conftest import IN_CI, make_settings
+from tests.conftest import make_settings
+from tests.support.browser import chromium, shot, watched_page
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path(os.environ.get("LUMINA_CHROMIUM", "/usr/bin/chromium"))
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = Path(os.environ.get("LUMINA_TEST_OUTPUT", ROOT / "test-output")) / "dashboard"
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 1">'
 
 
@@ -132,45 +127,14 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(message + "; CI must run the browser tests")
-        pytest.skip(message)
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--disable-gpu", "--disable-dev-shm-usage", "--disable-component-update"],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Any, dashboard: Endpoints) -> Iterator[Any]:
-    """A fresh page that fails the test on any script error or alert (an XSS payload would cause one)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=dashboard.http_url)
-    context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-
-    def on_dialog(dialog: Any) -> None:
-        if dialog.type == "confirm":  # the dashboard's own "Delete …?"
-            dialog.accept()
-        else:
-            problems.append(f"{dialog.type}: {dialog.message}")
-            dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    yield page
-    context.close()
-    assert problems == []
-
-
-def shot(page: Any, name: str) -> None:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+    with watched_page(browser, dashboard.http_url, ["clipboard-read", "clipboard-write"]) as page:
+        yield page
 
 
 def api(server: Endpoints, path: str, **params: Any) -> Any:

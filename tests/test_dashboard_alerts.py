@@ -4,25 +4,18 @@ rule editor are checked against ``/api/v1/alerts``. Screenshots go under ``test-
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from lumina_core.server import Endpoints
-from tests.conftest import IN_CI
+from tests.support.browser import chromium, shot, watched_page
 from tests.support.otlp import raw_request
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path(os.environ.get("LUMINA_CHROMIUM", "/usr/bin/chromium"))
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = Path(os.environ.get("LUMINA_TEST_OUTPUT", ROOT / "test-output")) / "dashboard"
 SECOND = 1_000_000_000
 WINDOW = 300
 RULE = {
@@ -94,45 +87,14 @@ def alerting(lumina_factory: Callable[..., Endpoints]) -> Iterator[tuple[Endpoin
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(message + "; CI must run the browser tests")
-        pytest.skip(message)
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--disable-gpu", "--disable-dev-shm-usage", "--disable-component-update"],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Any, alerting: tuple[Endpoints, httpx.Client]) -> Iterator[Any]:
-    """A fresh page that fails the test on any script error or unexpected dialog."""
-    server, _ = alerting
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server.http_url)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-
-    def on_dialog(dialog: Any) -> None:
-        if dialog.type == "confirm":  # the dashboard's own "Resolve …?" / "Delete …?"
-            dialog.accept()
-        else:
-            problems.append(f"{dialog.type}: {dialog.message}")
-            dialog.dismiss()
-
-    page.on("dialog", on_dialog)
-    yield page
-    context.close()
-    assert problems == []
-
-
-def shot(page: Any, name: str) -> None:
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+    with watched_page(browser, alerting[0].http_url) as page:
+        yield page
 
 
 def test_a_firing_alert_is_listed_charted_and_acknowledged(page: Any, alerting: tuple[Endpoints, httpx.Client]) -> None:
