@@ -27,47 +27,6 @@ class Skeleton:
     tests: str
 
 
-RECEIVER = '''
-
-class Receiver:
-    """A real HTTP server on loopback that records what is POSTed and answers ``status``."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.bodies: list[dict] = []
-        self.url = ""
-
-    def wait_for(self, count: int, timeout: float = 15) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.bodies) < count:
-            assert time.monotonic() < deadline, f"{len(self.bodies)} of {count} posts arrived"
-            time.sleep(0.05)
-        return self.bodies
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if state.status < 300:
-                state.bodies.append(body)
-            self.send_response(state.status)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    server.shutdown()
-    server.server_close()
-'''
-
 ALERT_SINK = Skeleton(
     summary="a Lumina alert sink that POSTs each alert as JSON to a URL",
     dependencies=("httpx>=0.27",),
@@ -116,20 +75,14 @@ def lumina_register_alert_sinks() -> list[ComponentFactory]:
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import httpx
 import pytest
-from lumina_core.testing import export, llm_span, otlp_request
+from lumina_core.testing import Receiver, export, llm_span, otlp_request
 from lumina_core.testing.contracts import AlertSinkContract
 
 import $package
 from $package import ${Class}Config, ${Class}Sink
-$receiver
+
 
 class Test${Class}Contract(AlertSinkContract):
     type_name = "$name"
@@ -149,6 +102,7 @@ class Test${Class}Contract(AlertSinkContract):
 
 
 def test_an_alert_fired_by_real_traffic_arrives(lumina_server, receiver: Receiver) -> None:
+    """``lumina_server`` and ``receiver`` are fixtures of Lumina's pytest plugin."""
     budget = {"name": "budget", "kind": "budget", "window": "day", "params": {"limit_usd": 0.001}}
     server = lumina_server(
         plugins=[$package],
@@ -160,8 +114,9 @@ def test_an_alert_fired_by_real_traffic_arrives(lumina_server, receiver: Receive
     )
     export(server, otlp_request([llm_span(input_tokens=10_000)], service="shop"))
     assert httpx.post(f"{server.http_url}/api/v1/alerts/evaluate").status_code == 200
-    (body,) = receiver.wait_for(1)
-    assert (body["alert"]["rule"], body["alert"]["scope"]) == ("budget", {"service": "shop"})
+    (received,) = receiver.wait_for(1)
+    alert = received.json()["alert"]
+    assert (alert["rule"], alert["scope"]) == ("budget", {"service": "shop"})
 ''',
 )
 
@@ -441,7 +396,6 @@ def new_plugin(name: str, kind: str, parent: Path) -> Path:
         "Class": "".join(part.capitalize() for part in name.split("_")),
         "kind": kind,
         "summary": Template(skeleton.summary).substitute(name=name),
-        "receiver": RECEIVER,
         "dependencies": ", ".join(f'"{d}"' for d in (f"lumina>={__version__}", *skeleton.dependencies)),
     }
     files = {

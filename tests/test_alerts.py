@@ -38,7 +38,7 @@ from lumina_core.alerting.rules import cascade
 from lumina_core.cli import main as cli
 from lumina_core.config import AlertRuleSettings, AlertSettings, load_settings
 from lumina_core.server import Endpoints
-from lumina_core.testing import RecordingSink
+from lumina_core.testing import RecordingSink, http_receiver
 from lumina_plugins.alert_rules import (
     Budget,
     BudgetConfig,
@@ -53,7 +53,6 @@ from lumina_plugins.alert_rules import (
 )
 from tests.conftest import make_settings, running_lumina
 from tests.support.net import free_port
-from tests.support.receiver import http_receiver
 
 W = 300  # the rules' window, seconds
 DAY_NS = 86400 * 10**9

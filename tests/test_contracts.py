@@ -12,6 +12,7 @@ import pytest
 
 from lumina_core import ComponentContext
 from lumina_core.plugins import PluginHost
+from lumina_core.testing import http_receiver
 from lumina_core.testing.contracts import (
     AlertRuleContract,
     AlertSinkContract,
@@ -23,7 +24,6 @@ from lumina_core.testing.contracts import (
 )
 from lumina_plugins import alert_rules, alert_sinks, exact_match, memory_queue, pricing_genai
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
-from tests.support.receiver import http_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = {

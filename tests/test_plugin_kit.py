@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from lumina_core.cli import main
+from lumina_core.testing import http_receiver
 from tests.support.net import free_port
-from tests.support.receiver import http_receiver
 from tests.support.venv import fresh_venv
 
 

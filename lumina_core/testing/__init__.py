@@ -10,9 +10,14 @@ queue; and, in :mod:`lumina_core.testing.contracts`, a contract suite per compon
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,17 @@ from lumina_core.plugin_api import Alert, ComponentConfig, ComponentFactory, Del
 
 pytest.register_assert_rewrite("lumina_core.testing.contracts")
 
-__all__ = ["FakeQueue", "RecordingSink", "export", "kv", "llm_span", "otlp_request"]
+__all__ = [
+    "FakeQueue",
+    "Received",
+    "Receiver",
+    "RecordingSink",
+    "export",
+    "http_receiver",
+    "kv",
+    "llm_span",
+    "otlp_request",
+]
 
 
 def kv(key: str, value: Any) -> KeyValue:
@@ -135,6 +150,69 @@ class RecordingSink:
         return self.alerts
 
 
+@dataclass
+class Received:
+    """One request a :class:`Receiver` got."""
+
+    headers: dict[str, str]
+    """Header names in lowercase."""
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on loopback for sinks to send to. It answers ``status`` (default 200), except
+    500 to the first ``fail_first`` requests; ``requests`` holds all it got, ``accepted`` those it answered
+    with a 2xx."""
+
+    url: str
+    fail_first: int = 0
+    status: int = 200
+    requests: list[Received] = field(default_factory=list)
+    accepted: list[Received] = field(default_factory=list)
+
+    def wait_for(self, count: int, timeout: float = 15) -> list[Received]:
+        """The accepted requests, once at least ``count`` arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.accepted) < count:
+            assert time.monotonic() < deadline, f"{len(self.accepted)} of {count} requests arrived"
+            time.sleep(0.02)
+        return self.accepted
+
+
+@contextmanager
+def http_receiver(fail_first: int = 0, port: int = 0) -> Iterator[Receiver]:
+    """A :class:`Receiver` on 127.0.0.1 (an ephemeral port unless ``port``), stopped on exit."""
+    receiver: Receiver
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received = Received({k.lower(): v for k, v in self.headers.items()}, body)
+            receiver.requests.append(received)
+            status = 500 if len(receiver.requests) <= receiver.fail_first else receiver.status
+            if status < 300:
+                receiver.accepted.append(received)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"ok" if status < 300 else b"refused")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}/hook", fail_first)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _FakeDelivery:
     def __init__(self, queue: FakeQueue, batch: SpanBatch) -> None:
         self.queue, self.batch = queue, batch
@@ -221,3 +299,10 @@ def recording_sink() -> RecordingSink:
 @pytest.fixture
 def fake_queue() -> FakeQueue:
     return FakeQueue()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback HTTP :class:`Receiver` for an alert sink to send to (set ``status`` to make it refuse)."""
+    with http_receiver() as running:
+        yield running
