@@ -127,12 +127,9 @@ def threshold_rows(lumina: Lumina, rule: AlertRuleSettings) -> tuple[list[tuple[
 
 async def rule_rows(lumina: Lumina, project: str) -> list[dict[str, Any]]:
     """``lumina.toml``'s rules, then the stored ones (those the engine skips say why)."""
-    active = lumina.alerts.rules_of(project)
-    running = {r.name for r in active if r.source == "api"}
-    rules = [(r.settings, "config") for r in active if r.source == "config"]
-    rules += [(r, "api") for _, r in await store.stored_rules(lumina.engine, project)]
+    running = {r.name for r in lumina.alerts.rules_of(project) if r.source == "api"}
     rows = []
-    for rule, source in rules:
+    for rule, source in await lumina.alerts.listed_rules(project):
         thresholds, problem = threshold_rows(lumina, rule)
         if source == "api" and rule.name not in running and not problem:
             problem = "not running: " + ("; ".join(m for _, m in lumina.alerts.kinds.check(rule)) or "reload pending")

@@ -130,6 +130,12 @@ class AlertEngine:
             *self.stored_rules.get(project_id, []),
         ]
 
+    async def listed_rules(self, project_id: str) -> list[tuple[AlertRuleSettings, str]]:
+        """What a project's people see as its rules, with their source: ``lumina.toml``'s (``config``),
+        then those stored through the API (``api``) as stored now, running or not."""
+        config = [(r.settings, r.source) for r in self.rules_of(project_id) if r.source == "config"]
+        return config + [(rule, "api") for _, rule in await store.stored_rules(self.engine, project_id)]
+
     # -- evaluation ----------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -91,9 +91,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         return {**rule.model_dump(mode="json"), "source": source, "thresholds": kinds.thresholds(rule)}
 
     async def all_rules(project_id: str) -> list[dict[str, Any]]:
-        config = [rule_out(r.settings, "config") for r in lumina.alerts.rules_of(project_id) if r.source == "config"]
-        stored = [rule_out(r, "api") for _, r in await store.stored_rules(lumina.engine, project_id)]
-        return config + stored
+        return [rule_out(rule, source) for rule, source in await lumina.alerts.listed_rules(project_id)]
 
     async def find_rule(project_id: str, name: str) -> dict[str, Any]:
         for rule in await all_rules(project_id):
