@@ -34,6 +34,7 @@ from lumina_core import (
     WindowStats,
     hookimpl,
 )
+from lumina_core.alerting.engine import dedup_key
 from lumina_core.alerting.rules import cascade
 from lumina_core.cli import main as cli
 from lumina_core.config import AlertRuleSettings, AlertSettings, load_settings
@@ -52,6 +53,7 @@ from lumina_plugins.alert_rules import (
     QualityDropConfig,
 )
 from tests.conftest import make_settings, running_lumina
+from tests.support.db import fetch_all
 from tests.support.net import free_port
 
 W = 300  # the rules' window, seconds
@@ -612,3 +614,32 @@ def test_one_process_of_several_on_postgresql_evaluates_alerts() -> None:
 
     with postgres_database() as url:
         assert asyncio.run(run(url)) == [True, False, True, True]
+
+
+def test_two_processes_raising_one_alert_at_once_store_it_once(tmp_path: Path, database_url: str) -> None:
+    """Per-call rules run in every worker process: a process whose view of the open alerts is a moment old
+    finds the alert raised by the other (a unique index on open dedup keys) and keeps it."""
+    from lumina_core.app import Lumina
+    from lumina_core.storage.database import migrate
+
+    budget = {"name": "spend", "kind": "budget", "window": "day", "params": {"limit_usd": 0.01}}
+    settings = make_settings(tmp_path, database_url, **alert_settings("http://127.0.0.1:9/none", [budget]))
+
+    async def raise_twice() -> list[str]:
+        first, second = Lumina(settings), Lumina(settings)  # as two processes would have
+        await migrate(first.engine)
+        actions = []
+        for lumina in (first, second):
+            await lumina.alerts.load_rules()
+            (rule,) = lumina.alerts.rules_of("default")
+            scope = {"service": "checkout"}
+            key = dedup_key("default", "spend", scope)
+            verdict = AlertVerdict(True, 0.05, 0.01, None, "spent $0.05 of a $0.01 budget")
+            stale = None  # neither has seen an open alert for the scope
+            decision = await lumina.alerts._transition("default", rule, scope, key, verdict, stale, at(1), False)
+            actions.append(decision.action)
+            await lumina.engine.dispose()
+        return actions
+
+    assert asyncio.run(raise_twice()) == ["fire", "keep"]
+    assert fetch_all(database_url, "SELECT state FROM alerts") == [("firing",)]

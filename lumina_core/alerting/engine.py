@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.alerting import store
@@ -280,8 +281,11 @@ class AlertEngine:
                 row = alert or self._new_alert(project_id, rule, scope, key, verdict, limits, now)
                 decision.alert = self._notification({**row, "id": row.get("id") or 0}, event, 0, verdict, now)
             return decision
-        async with writing(self.engine) as conn:
-            decision.alert = await self._write(conn, decision, rule, key, verdict, limits, alert, now)
+        try:
+            async with writing(self.engine) as conn:
+                decision.alert = await self._write(conn, decision, rule, key, verdict, limits, alert, now)
+        except IntegrityError:  # another process raised this scope's alert a moment ago
+            decision.action, decision.alert = "keep", None
         if decision.alert is not None:
             self.on_notify.set()
         return decision

@@ -309,6 +309,13 @@ class AlertRow(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_alerts_project_state", "project_id", "state"),
         sa.Index("ix_alerts_dedup_key", "dedup_key", "started_unix_nano"),
+        sa.Index(  # one open alert per rule and scope, even when two processes raise it at once
+            "ux_alerts_open_dedup_key",
+            "dedup_key",
+            unique=True,
+            sqlite_where=sa.text("state != 'resolved'"),
+            postgresql_where=sa.text("state != 'resolved'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -49,6 +49,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_alerts_project_state", "alerts", ["project_id", "state"])
     op.create_index("ix_alerts_dedup_key", "alerts", ["dedup_key", "started_unix_nano"])
+    open_only = sa.text("state != 'resolved'")
+    op.create_index(
+        "ux_alerts_open_dedup_key",
+        "alerts",
+        ["dedup_key"],
+        unique=True,
+        sqlite_where=open_only,
+        postgresql_where=open_only,
+    )
     op.create_table(
         "alert_events",
         sa.Column("id", sa.Integer(), primary_key=True),
