@@ -6,8 +6,10 @@ import random
 from collections.abc import Iterator
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from lumina_core.testing import kv
 
 SERVICES = ["support-bot", "search-api", "summariser", "agent-runner"]
 MODELS = [
@@ -34,14 +36,6 @@ WORDS = [
     "answer",
     "users",
 ]
-
-
-def _kv(key: str, value: object) -> KeyValue:
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
 def _text(rng: random.Random, n_bytes: int) -> str:
@@ -104,7 +98,7 @@ def _llm_attributes(rng: random.Random, convention: int) -> list[KeyValue]:
             "gen_ai.completion.0.content": completion,
             "gen_ai.completion.0.finish_reason": "stop",
         }
-    return [_kv(k, v) for k, v in {**attrs, "user.id": user}.items()]
+    return [kv(k, v) for k, v in {**attrs, "user.id": user}.items()]
 
 
 def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
@@ -123,7 +117,7 @@ def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
         begin = start_ns + i * 1_000_000
         duration = rng.randint(50, 3000) * 1_000_000
         error = rng.random() < 0.02
-        attributes = _llm_attributes(rng, rng.randrange(3)) if kind == "llm" else [_kv("tool.name", "search")]
+        attributes = _llm_attributes(rng, rng.randrange(3)) if kind == "llm" else [kv("tool.name", "search")]
         spans.append(
             Span(
                 trace_id=trace_id,
@@ -156,7 +150,7 @@ def requests(
             spans.extend(trace_spans(rng, start_ns + (made + len(spans)) * span_gap_ns))
         spans = spans[: total_spans - made]
         made += len(spans)
-        resource = {"attributes": [_kv("service.name", rng.choice(SERVICES)), _kv("deployment.environment", "prod")]}
+        resource = {"attributes": [kv("service.name", rng.choice(SERVICES)), kv("deployment.environment", "prod")]}
         request = ExportTraceServiceRequest(
             resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])]
         )
