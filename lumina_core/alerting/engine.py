@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.alerting import store
 from lumina_core.alerting.rules import ActiveRule, RuleKinds, is_immediate, rule_sinks, scope_service_model
-from lumina_core.alerting.stats import Scope, WindowQuery, WindowReader
+from lumina_core.alerting.stats import NONE, SPAN_COLUMNS, Scope, WindowQuery, WindowReader
 from lumina_core.config import AlertRuleSettings, AlertSettings
 from lumina_core.plugin_api import Alert, AlertThresholds, AlertVerdict, WindowStats
 from lumina_core.storage.database import JobLock, writing
@@ -360,14 +360,7 @@ class AlertEngine:
     ) -> Alert:
         """Record the event and queue its notification to every sink, in the caller's transaction."""
         summary = verdict.summary or alert["summary"]
-        event_id = (
-            await conn.execute(
-                sa.insert(alert_events_table)
-                .values(alert_id=alert["id"], event=event, at_unix_nano=now, value=verdict.value, summary=summary)
-                .values(actor=actor)
-                .returning(_e.id)
-            )
-        ).scalar_one()
+        event_id = await _record_event(conn, alert["id"], event, now, summary, verdict.value, actor)
         notification = self._notification(alert, event, event_id, verdict, now)
         payload = notification.to_dict()
         if sinks:
@@ -473,11 +466,7 @@ class AlertEngine:
             if alert["state"] == "firing":
                 changes = {"state": "acknowledged", "acknowledged_unix_nano": now, "acknowledged_by": actor}
                 await conn.execute(sa.update(alerts_table).where(_a.id == alert_id).values(changes))
-                await conn.execute(
-                    sa.insert(alert_events_table).values(
-                        alert_id=alert_id, event="acknowledged", at_unix_nano=now, summary=f"by {actor}", actor=actor
-                    )
-                )
+                await _record_event(conn, alert_id, "acknowledged", now, f"by {actor}", None, actor)
                 alert.update(changes)
         return alert
 
@@ -529,14 +518,24 @@ class AlertEngine:
         return {"x": xs, "value": values, "threshold": alert["threshold"]}
 
 
+async def _record_event(
+    conn: AsyncConnection, alert_id: int, event: str, now: int, summary: str, value: float | None, actor: str | None
+) -> int:
+    """Add an event to an alert's history; returns its id."""
+    values = {"alert_id": alert_id, "event": event, "at_unix_nano": now, "summary": summary, "value": value}
+    inserted = await conn.execute(sa.insert(alert_events_table).values(**values, actor=actor).returning(_e.id))
+    return int(inserted.scalar_one())
+
+
 def _row_value(row: dict[str, Any], dimension: str) -> str:
+    """A stored call's value of a scope dimension, as :mod:`stats` reads it from ``spans``."""
     if dimension.startswith("attribute:"):
         key = dimension.removeprefix("attribute:")
         value = row["attributes"].get(key, row["resource_attributes"].get(key))
     else:
-        value = row[{"service": "service_name", "span_name": "name"}.get(dimension, dimension)]
+        value = row[SPAN_COLUMNS[dimension]]
     if value is None:
-        return "(none)"
+        return NONE
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
