@@ -35,13 +35,10 @@ def cascade(
     return merged
 
 
-def _overrides(rule: AlertRuleSettings) -> list[tuple[str | None, str | None, str]]:
-    """Every (service, model) the rule has thresholds for, and the key path they are under."""
-    out: list[tuple[str | None, str | None, str]] = [(None, None, "params")]
-    for key in rule.services:
-        service, _, model = key.partition("/")
-        out.append((service, model or None, f"services.{key}"))
-    return out
+def _service_model(key: str) -> tuple[str, str | None]:
+    """``"svc"`` or ``"svc/model"``, the keys of per-service thresholds, as (service, model)."""
+    service, _, model = key.partition("/")
+    return service, model or None
 
 
 @dataclass(frozen=True)
@@ -75,13 +72,20 @@ class RuleKinds:
         if rule.kind not in factories:
             return [("kind", f"unknown alert rule kind {rule.kind!r}; known: {', '.join(sorted(factories))}")]
         errors = [("sinks", f"unknown alert sink {ref!r}") for ref in rule.sinks or [] if ref not in self.sinks]
-        model = factories[rule.kind].config_model
-        for service, model_name, path in _overrides(rule):
+        scopes = [(None, None, "params"), *((*_service_model(key), f"services.{key}") for key in rule.services)]
+        for service, model, path in scopes:
             try:
-                model.model_validate(cascade(set(model.model_fields), self.settings, rule, service, model_name))
+                self._config(factories[rule.kind], rule, service, model)
             except ValidationError as exc:
                 errors.extend((".".join([path, *map(str, e["loc"])]), e["msg"]) for e in exc.errors())
         return errors
+
+    def _config(
+        self, factory: ComponentFactory[Any], rule: AlertRuleSettings, service: str | None, model: str | None
+    ) -> Any:
+        """The kind's config for a scope of ``service`` and ``model``, from the cascade (validated)."""
+        config_model = factory.config_model
+        return config_model.model_validate(cascade(set(config_model.model_fields), self.settings, rule, service, model))
 
     def thresholds(self, rule: AlertRuleSettings) -> dict[str, dict[str, Any]]:
         """The rule's effective thresholds: for every scope (``*``) and each service (and model) that has
@@ -89,13 +93,9 @@ class RuleKinds:
         factory = self.host.factories.get("alert_rule", {}).get(rule.kind)
         if factory is None:
             return {}
-        keys = ["*", *sorted({*self.settings.services, *rule.services})]
-        fields = set(factory.config_model.model_fields)
-        out = {}
-        for key in keys:
-            service, _, model = key.partition("/") if key != "*" else (None, "", "")
-            values = cascade(fields, self.settings, rule, service, model or None)
-            out[key] = factory.config_model.model_validate(values).model_dump(mode="json")
+        out = {"*": self._config(factory, rule, None, None).model_dump(mode="json")}
+        for key in sorted({*self.settings.services, *rule.services}):
+            out[key] = self._config(factory, rule, *_service_model(key)).model_dump(mode="json")
         return out
 
     def activate(self, rule: AlertRuleSettings, source: str) -> ActiveRule:
@@ -105,10 +105,8 @@ class RuleKinds:
         """The rule's kind with the thresholds of this scope (built on first use)."""
         key = (project_id, rule.source, rule.name, service, model)
         if key not in self._kinds:
-            config_model = rule.factory.config_model
-            values = cascade(set(config_model.model_fields), self.settings, rule.settings, service, model)
             context = ComponentContext(name=rule.name, data_dir=self.data_dir)
-            self._kinds[key] = rule.factory.create(context, config_model.model_validate(values))
+            self._kinds[key] = rule.factory.create(context, self._config(rule.factory, rule.settings, service, model))
         return self._kinds[key]
 
     def forget(self) -> None:
