@@ -356,32 +356,26 @@ def rule_edits(dash: Dashboard) -> Any:
         if name is not None:
             base = await stored_rule(lumina, project, name)
             if base is None:
-                if any(r.name == name and r.source == "config" for r in lumina.alerts.rules_of(project)):
+                if lumina.alerts.defined_in_config(project, name):
                     raise PageError(409, f"alert rule {name!r} is defined in lumina.toml; change it there")
                 raise PageError(404, f"alert rule {name!r} not found")
         path = request.url.path
         if base is not None and path.endswith("/delete"):
-            await store.delete_rule(lumina.engine, project, base.name)
-            await lumina.alerts.load_rules()
+            await lumina.alerts.delete_rule(project, base.name)
             return RedirectResponse(back + "#rules", 303)
         if base is not None and path.endswith("/toggle"):
             toggled = base.model_copy(update={"enabled": not base.enabled})
-            await store.save_rule(lumina.engine, project, toggled, create=False)
-            await lumina.alerts.load_rules()
+            await lumina.alerts.save_rule(project, toggled, create=False)
             return RedirectResponse(back + "#rules", 303)
         form = {**form_values(await request.form()), "editing": name}
         rule, problems = rule_from_form(lumina, form, base)
         if rule is None:
             return await render_alerts(dash, request, access, form, problems, 422)
-        if base is None:
-            taken = any(r.name == rule.name and r.source == "config" for r in lumina.alerts.rules_of(project))
-            if taken or not await store.save_rule(lumina.engine, project, rule, create=True):
-                return await render_alerts(
-                    dash, request, access, form, [f"name: an alert rule named {rule.name!r} exists"], 409
-                )
-        elif not await store.save_rule(lumina.engine, project, rule, create=False):
-            raise PageError(404, f"alert rule {name!r} not found")
-        await lumina.alerts.load_rules()
+        if not await lumina.alerts.save_rule(project, rule, create=base is None):
+            if base is not None:
+                raise PageError(404, f"alert rule {name!r} not found")
+            problem = f"name: an alert rule named {rule.name!r} exists"
+            return await render_alerts(dash, request, access, form, [problem], 409)
         return RedirectResponse(back + "#rules", 303)
 
     return handler

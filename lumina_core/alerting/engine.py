@@ -131,6 +131,26 @@ class AlertEngine:
             *self.stored_rules.get(project_id, []),
         ]
 
+    def defined_in_config(self, project_id: str, name: str) -> bool:
+        """Whether ``lumina.toml`` defines a rule of this name for the project (read-only elsewhere)."""
+        return any(r.name == name and r.source == "config" for r in self.rules_of(project_id))
+
+    async def save_rule(self, project_id: str, rule: AlertRuleSettings, *, create: bool) -> bool:
+        """Store a rule made or edited through the API or the dashboard and run it from now on. ``False``
+        when creating a name already taken (``lumina.toml``'s included), or replacing one not stored."""
+        if create and self.defined_in_config(project_id, rule.name):
+            return False
+        if not await store.save_rule(self.engine, project_id, rule, create=create):
+            return False
+        await self.load_rules()
+        return True
+
+    async def delete_rule(self, project_id: str, name: str) -> bool:
+        """Delete a stored rule; its open alerts resolve at the next evaluation."""
+        deleted = await store.delete_rule(self.engine, project_id, name)
+        await self.load_rules()
+        return deleted
+
     async def listed_rules(self, project_id: str) -> list[tuple[AlertRuleSettings, str]]:
         """What a project's people see as its rules, with their source: ``lumina.toml``'s (``config``),
         then those stored through the API (``api``) as stored now, running or not."""

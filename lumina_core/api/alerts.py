@@ -114,10 +114,8 @@ def operations(lumina: Lumina) -> list[Operation]:
 
     async def create_rule(request: Request, access: Access, args: dict[str, Any]) -> Response:
         rule = await checked_body(request)
-        taken = any(r.name == rule.name and r.source == "config" for r in lumina.alerts.rules_of(access.project_id))
-        if taken or not await store.save_rule(lumina.engine, access.project_id, rule, create=True):
+        if not await lumina.alerts.save_rule(access.project_id, rule, create=True):
             raise ApiError(409, "conflict", f"an alert rule named {rule.name!r} exists")
-        await lumina.alerts.load_rules()
         return json_response(rule_out(rule, "api"), 201)
 
     async def replace_rule(request: Request, access: Access, args: dict[str, Any]) -> Response:
@@ -127,16 +125,14 @@ def operations(lumina: Lumina) -> list[Operation]:
         rule = await checked_body(request)
         if rule.name != name:
             raise ApiError(422, "invalid_rule", f"name: the body names {rule.name!r}, the path {name!r}")
-        await store.save_rule(lumina.engine, access.project_id, rule, create=False)
-        await lumina.alerts.load_rules()
+        await lumina.alerts.save_rule(access.project_id, rule, create=False)
         return json_response(rule_out(rule, "api"))
 
     async def delete_rule(request: Request, access: Access, args: dict[str, Any]) -> Response:
         name = request.path_params["name"]
         if (await find_rule(access.project_id, name))["source"] == "config":
             raise ApiError(409, "read_only", f"alert rule {name!r} is defined in lumina.toml; remove it there")
-        await store.delete_rule(lumina.engine, access.project_id, name)
-        await lumina.alerts.load_rules()
+        await lumina.alerts.delete_rule(access.project_id, name)
         return Response(status_code=204)
 
     async def evaluate(request: Request, access: Access, args: dict[str, Any]) -> Response:
