@@ -87,33 +87,50 @@ def serve(config: Path | None, host: str | None, port: int | None, insecure: boo
 @click.option("--model", help="only spans of this model")
 def reprice(config: Path | None, since: str, model: str | None) -> None:
     """Recompute stored costs with the current prices; trace rollups follow."""
-    import asyncio
-
-    from lumina_core.app import Lumina
     from lumina_core.config import to_unix_nano
     from lumina_core.pricing import PriceStage
     from lumina_core.reprice import count_spans_to_reprice
     from lumina_core.reprice import reprice as run_reprice
-    from lumina_core.storage.database import migrate
 
     try:
         since_ns = to_unix_nano(datetime.fromisoformat(since.replace("Z", "+00:00")))
     except ValueError:
         raise click.BadParameter(f"{since!r} is not a date or ISO time", param_hint="--since") from None
-    lumina = Lumina(_settings(config))
 
-    async def run() -> None:
-        await migrate(lumina.engine)
+    async def work(lumina: Any) -> None:
         await lumina.reload_custom_prices()
         total = await count_spans_to_reprice(lumina.engine, since_ns, model)
         with click.progressbar(length=total, label=f"Repricing {total} LLM spans", file=sys.stderr) as bar:
             result = await run_reprice(
                 lumina.engine, PriceStage(lumina.pricing), lumina.writer, since_ns, model, progress=bar.update
             )
-        await lumina.engine.dispose()
         click.echo(f"{result.spans} spans repriced, {result.changed} changed")
 
-    asyncio.run(run())
+    _with_lumina(config, work)
+
+
+def _with_lumina(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work`` with a Lumina built from the configuration (plugins, prices, rules, sinks) but not serving,
+    on its database migrated to the current schema."""
+    import asyncio
+
+    from lumina_core.app import Lumina
+    from lumina_core.storage.database import migrate
+
+    try:
+        lumina = Lumina(_settings(config))
+    except ConfigError as exc:
+        _print_config_errors(exc)
+        sys.exit(2)
+
+    async def run() -> T:
+        try:
+            await migrate(lumina.engine)
+            return await work(lumina)
+        finally:
+            await lumina.engine.dispose()
+
+    return asyncio.run(run())
 
 
 def _run_on_database(config: Path | None, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
@@ -213,30 +230,6 @@ def alerts() -> None:
     """Alert rules and alerts: test a rule, list, acknowledge and resolve alerts."""
 
 
-def _with_lumina(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work`` with a Lumina built from the configuration (plugins, rules, sinks) but not serving."""
-    import asyncio
-
-    from lumina_core.app import Lumina
-    from lumina_core.storage.database import migrate
-
-    try:
-        lumina = Lumina(_settings(config))
-    except ConfigError as exc:
-        _print_config_errors(exc)
-        sys.exit(2)
-
-    async def run() -> T:
-        try:
-            await migrate(lumina.engine)
-            await lumina.alerts.load_rules()
-            return await work(lumina)
-        finally:
-            await lumina.engine.dispose()
-
-    return asyncio.run(run())
-
-
 @alerts.command("test")
 @config_option
 @click.argument("rule")
@@ -253,6 +246,7 @@ def alerts_test(config: Path | None, rule: str, project: str, at: str | None, as
         raise click.BadParameter(f"{at!r} is not an ISO time", param_hint="--at") from None
 
     async def work(lumina: Any) -> list[Any]:
+        await lumina.alerts.load_rules()
         if not any(r.name == rule for r in lumina.alerts.rules_of(project)):
             raise click.ClickException(f"no alert rule {rule!r} in project {project!r}")
         return list(await lumina.alerts.evaluate(at_ns, rule=rule, project_id=project, dry_run=True))
