@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from lumina_core.alerting import store
-from lumina_core.api import text_param
+from lumina_core.api import row_id, text_param
 from lumina_core.api.alerts import actor
 from lumina_core.auth import Access
 from lumina_core.config import AlertRuleSettings
@@ -274,9 +274,10 @@ async def render_alerts(
 
 def _alert_id(request: Request) -> int:
     raw = request.path_params["alert_id"]
-    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 9):
+    alert_id = row_id(raw)
+    if alert_id is None:
         raise PageError(404, f"alert {raw} not found")
-    return int(raw)
+    return alert_id
 
 
 def alert_page(dash: Dashboard) -> Any:

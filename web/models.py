@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from lumina_core.api import int_param
-from lumina_core.api.pricing import QUOTE_PARAMS, custom_prices, quote, stored_price_id
+from lumina_core.api import int_param, row_id
+from lumina_core.api.pricing import QUOTE_PARAMS, custom_prices, quote
 from lumina_core.auth import Access
 from lumina_core.config import CustomPriceSettings
 from lumina_core.plugin_api import TOKEN_BUCKETS
@@ -86,7 +86,7 @@ def price_edits(dash: Dashboard) -> Any:
         if not same_origin(request):
             raise PageError(403, "this form can only be sent from the Lumina dashboard itself")
         raw_id = request.path_params.get("price_id")
-        price_id = stored_price_id(raw_id) if raw_id is not None else None
+        price_id = row_id(raw_id) if raw_id is not None else None
         back = {"project": request.query_params.get("project")}
         if raw_id is not None and price_id is None:
             raise PageError(404, f"custom price {raw_id} not found")

@@ -45,6 +45,11 @@ def _scope(values: Iterable[Any]) -> Scope:
     return tuple(NONE if v is None else str(v) for v in values)
 
 
+def _keyed_scope(row: dict[str, Any], dimensions: int) -> Scope:
+    """The scope of a row grouped by the labels ``d0``, ``d1`` … (see ``WindowReader._keys``)."""
+    return _scope(row[f"d{i}"] for i in range(dimensions))
+
+
 @dataclass
 class _Sums:
     calls: int = 0
@@ -171,13 +176,13 @@ class WindowReader:
             .group_by(*keys)
         )
         rows = await self._cached(("spans", q.project_id, q.start, q.end, q.group_by, q.where), query)
-        return [{**row, "scope": _scope(row[f"d{i}"] for i in range(len(keys)))} for row in rows]
+        return [{**row, "scope": _keyed_scope(row, len(keys))} for row in rows]
 
     async def _calls(self, q: WindowQuery) -> list[tuple[Scope, float, float | None]]:
         keys = self._keys(q)
         query = sa.select(*keys, _s.latency_ms, _s.cost_usd).where(*self._span_where(q))
         rows = await self._cached(("calls", q.project_id, q.start, q.end, q.group_by, q.where), query)
-        return [(_scope(r[f"d{i}"] for i in range(len(keys))), r["latency_ms"], r["cost_usd"]) for r in rows]
+        return [(_keyed_scope(r, len(keys)), r["latency_ms"], r["cost_usd"]) for r in rows]
 
     async def _quality(self, q: WindowQuery) -> list[tuple[Scope, int, int, float]]:
         keys = self._keys(q)
@@ -207,7 +212,7 @@ class WindowReader:
         rows = await self._cached(("quality", q.project_id, q.start, q.end, q.group_by, q.where), query)
         return [
             (
-                _scope(r[f"d{i}"] for i in range(len(keys))),
+                _keyed_scope(r, len(keys)),
                 int(r["checked"]),
                 int(r["changed"] or 0),
                 float(r["score_sum"] or 0.0),

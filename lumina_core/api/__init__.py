@@ -71,6 +71,12 @@ async def read_body(request: Request, model: type[Body]) -> Body:
         raise ApiError(422, "invalid_body", problems) from None
 
 
+def row_id(raw: str) -> int | None:
+    """The integer id in a path (``/…/{price_id}``, ``/…/{alert_id}``), or ``None`` if it cannot name a
+    stored row (then it is a 404, not a 500 from the database)."""
+    return int(raw) if raw.isascii() and raw.isdecimal() and len(raw) <= 9 else None
+
+
 def invalid(name: str, message: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{name}: {message}")
 

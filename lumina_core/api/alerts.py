@@ -18,6 +18,7 @@ from lumina_core.api import (
     int_param,
     json_response,
     read_body,
+    row_id,
     text_param,
     time_param,
 )
@@ -72,9 +73,10 @@ def alert_out(row: dict[str, Any]) -> dict[str, Any]:
 
 def alert_id_of(request: Request) -> int:
     raw = request.path_params["alert_id"]
-    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 9):
+    alert_id = row_id(raw)
+    if alert_id is None:
         raise ApiError(404, "not_found", f"alert {raw} not found")
-    return int(raw)
+    return alert_id
 
 
 def actor(access: Access) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lumina_core.api import ApiError, Operation, json_response, read_body, text_param, time_param
+from lumina_core.api import ApiError, Operation, json_response, read_body, row_id, text_param, time_param
 from lumina_core.api import int_param as int_query
 from lumina_core.api import schemas as s
 from lumina_core.auth import Access
@@ -33,11 +33,6 @@ QUOTE_PARAMS = (
     time_param("at", "price in effect at this time (default: now)"),
     *(int_query(f"{bucket}_tokens", f"{bucket} tokens", 0, MAX_TOKENS) for bucket in TOKEN_BUCKETS),
 )
-
-
-def stored_price_id(raw: str) -> int | None:
-    """The id in a custom price's path, or ``None`` if it cannot name one."""
-    return int(raw) if raw.isascii() and raw.isdecimal() and len(raw) <= 9 else None
 
 
 def price_out(row: dict[str, Any], source: str) -> dict[str, Any]:
@@ -86,7 +81,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         return json_response(price_out(row, "api"), 201)
 
     async def replace_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        price_id = stored_price_id(request.path_params["price_id"])
+        price_id = row_id(request.path_params["price_id"])
         price = await read_body(request, CustomPriceSettings)
         row = await lumina.update_custom_price(price_id, price) if price_id is not None else None
         if row is None:
@@ -94,7 +89,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         return json_response(price_out(row, "api"))
 
     async def delete_custom(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        price_id = stored_price_id(request.path_params["price_id"])
+        price_id = row_id(request.path_params["price_id"])
         if price_id is None or not await lumina.delete_custom_price(price_id):
             raise ApiError(404, "not_found", f"custom price {request.path_params['price_id']} not found")
         return Response(status_code=204)
