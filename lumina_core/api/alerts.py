@@ -96,9 +96,9 @@ def operations(lumina: Lumina) -> list[Operation]:
         return [rule_out(rule, source) for rule, source in await lumina.alerts.listed_rules(project_id)]
 
     async def find_rule(project_id: str, name: str) -> dict[str, Any]:
-        for rule in await all_rules(project_id):
-            if rule["name"] == name:
-                return rule
+        for rule, source in await lumina.alerts.listed_rules(project_id):
+            if rule.name == name:
+                return rule_out(rule, source)
         raise ApiError(404, "not_found", f"alert rule {name!r} not found")
 
     async def checked_body(request: Request) -> AlertRuleSettings:
