@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lumina_core import api
 from lumina_core.alerting.engine import AlertEngine
 from lumina_core.alerting.outbox import Outbox
+from lumina_core.api import operator
 from lumina_core.auth import Authenticator, is_loopback
 from lumina_core.components import build_components
 from lumina_core.config import CustomPriceSettings, Settings
@@ -125,32 +127,43 @@ class Lumina:
                 log.exception("storage maintenance failed")
             await asyncio.sleep(min(max(quiet / 3, 0.5), 10))
 
+    def _start_task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"lumina-{name}")
+        self._tasks.append(task)
+        return task
+
     async def start(self) -> None:
+        """Migrate, connect the queue, and start what this process's roles run (``server.roles``): the
+        worker role stores spans and runs the background jobs, intake serves gRPC; the HTTP routes of each
+        role are in :meth:`asgi_app`. Jobs that must run once across processes take a :class:`JobLock`."""
+        server = self.settings.server
         await migrate(self.engine)
         await self._refuse_open_on_network()
         await self.reload_custom_prices()
         await self.alerts.load_rules()
         await self.queue.start()
-        self._worker_task = asyncio.create_task(self.worker.run(), name="lumina-worker")
-        self._tasks = [
-            self._worker_task,
-            asyncio.create_task(self._refresh_custom_prices(), name="lumina-price-refresh"),
-            asyncio.create_task(self._maintain_storage(), name="lumina-storage-maintenance"),
-        ]
-        if self.settings.alerts.enabled:
-            self._tasks.append(asyncio.create_task(self.alerts.run(), name="lumina-alerts"))
-            self._tasks.append(asyncio.create_task(self.outbox.run(), name="lumina-alert-delivery"))
-        if self.quality is not None:
-            self._tasks.append(asyncio.create_task(self.quality.run(), name="lumina-quality"))
-            if self.quality.deferred:
-                self._tasks.append(asyncio.create_task(self.quality.run_deferred(), name="lumina-quality-deferred"))
-        server = self.settings.server
-        if server.otlp_grpc_port is not None:
+        self._start_task(self._refresh_custom_prices(), "price-refresh")
+        if server.runs("worker"):
+            self._worker_task = self._start_task(self.worker.run(), "worker")
+            self._start_task(self._maintain_storage(), "storage-maintenance")
+            if self.settings.alerts.enabled:
+                self._start_task(self.alerts.run(), "alerts")
+                self._start_task(self.outbox.run(), "alert-delivery")
+            if self.quality is not None:
+                self._start_task(self.quality.run(), "quality")
+                if self.quality.deferred:
+                    self._start_task(self.quality.run_deferred(), "quality-deferred")
+        if server.runs("intake") and server.otlp_grpc_port is not None:
             self.grpc_server, self.grpc_port = create_grpc_server(
                 self.intake, server.host, server.otlp_grpc_port, server.max_decompressed_bytes
             )
             await self.grpc_server.start()
-        log.info("Lumina started: database %s, OTLP/gRPC port %s", self.engine.url.render_as_string(), self.grpc_port)
+        log.info(
+            "Lumina started (%s): database %s, OTLP/gRPC port %s",
+            ", ".join(server.roles),
+            self.engine.url.render_as_string(),
+            self.grpc_port,
+        )
 
     async def _refuse_open_on_network(self) -> None:
         server = self.settings.server
@@ -181,9 +194,11 @@ class Lumina:
             checks["database"] = {"ok": True}
         except Exception as exc:
             checks["database"] = {"ok": False, "error": str(exc)}
-        worker_alive = self._worker_task is not None and not self._worker_task.done()
-        checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
-        checks["queue"] = {"ok": True, "depth_spans": self.queue.depth()}
+        if self.settings.server.runs("worker"):
+            worker_alive = self._worker_task is not None and not self._worker_task.done()
+            checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
+        queue = self.queue.status()
+        checks["queue"] = {k: v for k, v in dataclasses.asdict(queue).items() if v is not None}
         if self.settings.alerts.enabled:
             try:
                 checks["alerts"] = {"ok": True, "notifications": await self.outbox.backlog()}
@@ -209,8 +224,13 @@ class Lumina:
             finally:
                 await self.stop()
 
+        routes = operator.routes(self)
+        if server.runs("intake"):
+            routes.append(Route(OTLP_PATH, otlp, methods=["POST"]))
+        if server.runs("api"):
+            routes += [*api.routes(self), *web_routes(self)]
         app = Starlette(
-            routes=[Route(OTLP_PATH, otlp, methods=["POST"]), *api.routes(self), *web_routes(self)],
+            routes=routes,
             lifespan=lifespan,
             exception_handlers={api.ApiError: api.handle_api_error, HTTPException: api.handle_http_exception},
         )

@@ -56,13 +56,35 @@ def main() -> None:
 @click.option("--host", help="address to bind (default 127.0.0.1)")
 @click.option("--port", type=int, help="dashboard, API and OTLP/HTTP port (default 8000)")
 @click.option("--insecure", is_flag=True, default=None, help="allow serving a non-loopback address without API keys")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["all", "intake", "worker", "api"]),
+    help="what this process runs (repeatable; default: server.roles, which defaults to all)",
+)
 @click.option("--log-level", default="info", show_default=True)
-def serve(config: Path | None, host: str | None, port: int | None, insecure: bool | None, log_level: str) -> None:
-    """Run Lumina: OTLP intake (gRPC 4317, HTTP 4318), worker, API and dashboard in one process."""
+def serve(
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    insecure: bool | None,
+    roles: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Run Lumina: OTLP intake (gRPC 4317, HTTP 4318), worker, API and dashboard, in one process by default.
+
+    With a shared queue (NATS) and PostgreSQL, --role intake|worker|api runs one part; start any number of
+    each, on any machines."""
     from lumina_core.app import Lumina
     from lumina_core.server import LuminaServer
 
-    options = {"server.host": host, "server.port": port, "server.insecure": insecure}
+    options = {
+        "server.host": host,
+        "server.port": port,
+        "server.insecure": insecure,
+        "server.roles": list(roles) or None,
+    }
     overrides = {k: v for k, v in options.items() if v is not None}
     settings = _settings(config, overrides)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,7 +95,8 @@ def serve(config: Path | None, host: str | None, port: int | None, insecure: boo
         sys.exit(2)
     server = LuminaServer(lumina, log_level=log_level)
     ep = server.endpoints
-    click.echo(f"Lumina dashboard and API on {ep.http_url}; OTLP/HTTP on {ep.otlp_http_url}")
+    otlp = f"; OTLP/HTTP on {ep.otlp_http_url}" if settings.server.runs("intake") else ""
+    click.echo(f"Lumina ({', '.join(settings.server.roles)}) on {ep.http_url}{otlp}")
     server.run()
     if not server.started:
         sys.exit(3)

@@ -41,6 +41,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Role = Literal["intake", "worker", "api"]
+
+
 class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="dashboard, API and OTLP/HTTP")
@@ -49,6 +52,15 @@ class ServerSettings(Section):
     max_request_bytes: int = Field(16 * 1024 * 1024, gt=0, description="largest request body, as sent")
     max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body after gunzip")
     insecure: bool = Field(False, description="serve on a non-loopback address without API keys")
+    roles: list[Literal["all", "intake", "worker", "api"]] = Field(
+        default_factory=lambda: ["all"],  # type: ignore[arg-type]
+        min_length=1,
+        description="what this process runs: intake (OTLP), worker (pipeline and background jobs), api "
+        "(REST API and dashboard), or all of them",
+    )
+
+    def runs(self, role: Role) -> bool:
+        return "all" in self.roles or role in self.roles
 
 
 class StorageSettings(Section):
@@ -340,7 +352,8 @@ def read_settings(
         _set_path(raw, dotted.split("."), value)
     raw = _resolve_indirections(raw, env, errors, ())
     try:
-        return Settings.model_validate(raw), errors
+        settings = Settings.model_validate(raw)
+        return settings, errors + _role_errors(settings)
     except ValidationError as exc:
         errors.extend((".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors())
     valid_sections = {}
@@ -352,6 +365,18 @@ def read_settings(
                 continue
             valid_sections[name] = raw[name]
     return Settings.model_validate(valid_sections), errors
+
+
+def _role_errors(settings: Settings) -> list[tuple[str, str]]:
+    """The in-process queue hands batches from intake to the worker of the same process."""
+    server = settings.server
+    if settings.queue.type == "memory" and server.runs("intake") and not server.runs("worker"):
+        message = (
+            "an intake process without the worker role needs a queue shared between processes "
+            '([queue] type = "nats"); the in-process queue only reaches a worker in the same process'
+        )
+        return [("server.roles", message)]
+    return []
 
 
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], errors: list[tuple[str, str]]) -> None:

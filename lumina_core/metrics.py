@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from lumina_core.plugin_api import QueueStatus
+
 MAX_LABEL_SETS = 1_000
 
 
@@ -23,7 +25,20 @@ class Metrics:
             registry=self.registry,
         )
         self._unpriced_labels: set[tuple[str, str]] = set()
-        self.queue_depth = Gauge("lumina_queue_depth_spans", "Spans waiting to be stored", registry=self.registry)
+        self.queue_spans = Gauge("lumina_queue_depth_spans", "Spans waiting to be stored", registry=self.registry)
+        self.queue_batches = Gauge(
+            "lumina_queue_depth_batches", "Batches (messages) waiting to be stored", registry=self.registry
+        )
+        self.queue_up = Gauge(
+            "lumina_queue_up", "1 when the queue can take and deliver batches", registry=self.registry
+        )
+
+    def show_queue(self, status: QueueStatus) -> None:
+        self.queue_up.set(status.ok)
+        if status.waiting_spans is not None:
+            self.queue_spans.set(status.waiting_spans)
+        if status.waiting_batches is not None:
+            self.queue_batches.set(status.waiting_batches)
 
     def unpriced(self, provider: str | None, model: str | None) -> None:
         labels = (provider or "", model or "")

@@ -17,7 +17,7 @@ import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 
 PROJECT_NAME = "lumina"
-PLUGIN_API_VERSION = 1
+PLUGIN_API_VERSION = 2
 """Bumped when a hookspec or component protocol changes incompatibly."""
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -262,13 +262,25 @@ class Delivery(Protocol):
     async def nack(self, error: Exception, *, retryable: bool = True) -> None: ...
 
 
+@dataclass(frozen=True)
+class QueueStatus:
+    """What readiness and ``/metrics`` show of a queue: whether it can take and deliver batches now (and
+    why not), and what waits in it — spans where the backend counts them, else batches (messages)."""
+
+    ok: bool
+    waiting_spans: int | None = None
+    waiting_batches: int | None = None
+    error: str | None = None
+
+
 @runtime_checkable
 class QueueBackend(Protocol):
     """Carries span batches from intake to workers.
 
-    ``put`` resolves once the batch is durable (for the in-process queue: committed by a worker),
-    raising :class:`QueueFull` or :class:`QueueUnavailable` when it cannot take it. ``consume`` yields
-    groups of deliveries, each to be acked after commit. ``depth`` is the number of spans waiting.
+    ``start`` connects (every process role starts its queue); ``put`` resolves once the batch is durable
+    (for the in-process queue: committed by a worker; for a broker: stored by it), raising
+    :class:`QueueFull` or :class:`QueueUnavailable` when it cannot take it. ``consume`` (worker processes
+    only) yields groups of deliveries, each to be acked after commit. ``status`` answers from memory.
     """
 
     async def start(self) -> None: ...
@@ -279,7 +291,35 @@ class QueueBackend(Protocol):
 
     def consume(self, max_spans: int) -> AsyncIterator[list[Delivery]]: ...
 
-    def depth(self) -> int: ...
+    def status(self) -> QueueStatus: ...
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A batch a queue set aside after it failed for good (refused, undecodable, or delivered too often)."""
+
+    id: str
+    reason: str
+    failed_at: datetime
+    deliveries: int
+    size_bytes: int
+    project_id: str | None = None
+    spans: int | None = None
+    """``None`` when the message could not be decoded at all."""
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """Implemented by queue backends that keep dead letters (the in-process queue answers the client with
+    the error instead). The API and dashboard list them, put them back on the queue, or discard them."""
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def redrive(self, ids: Sequence[str]) -> int:
+        """Put these dead letters back on the queue (then drop them here); returns how many went back."""
+        ...
+
+    async def discard(self, ids: Sequence[str]) -> int: ...
 
 
 @runtime_checkable
@@ -507,6 +547,8 @@ __all__ = [
     "ComponentFactory",
     "ComponentKind",
     "ConfigError",
+    "DeadLetter",
+    "DeadLetterStore",
     "Delivery",
     "Detector",
     "Extractor",
@@ -518,6 +560,7 @@ __all__ = [
     "PricingProvider",
     "QueueBackend",
     "QueueFull",
+    "QueueStatus",
     "QueueUnavailable",
     "SpanBatch",
     "SpanPanel",

@@ -72,7 +72,7 @@ class LuminaServer:
         server = lumina.settings.server
         self.sockets = [bind_socket(server.host, server.port)]
         otlp_port = None
-        if server.otlp_http_port is not None:
+        if server.otlp_http_port is not None and server.runs("intake"):
             self.sockets.append(bind_socket(server.host, server.otlp_http_port))
             otlp_port = self.sockets[1].getsockname()[1]
         self.endpoints = Endpoints(server.host, self.sockets[0].getsockname()[1], otlp_port, None)

@@ -13,6 +13,7 @@ from lumina_core import (
     ComponentFactory,
     Delivery,
     QueueFull,
+    QueueStatus,
     QueueUnavailable,
     SpanBatch,
     hookimpl,
@@ -65,8 +66,8 @@ class MemoryQueue:
         while self._waiting:
             await self._waiting.popleft().nack(QueueUnavailable("shutting down"))
 
-    def depth(self) -> int:
-        return self._pending_spans
+    def status(self) -> QueueStatus:
+        return QueueStatus(ok=not self._closed, waiting_spans=self._pending_spans)
 
     async def put(self, batch: SpanBatch) -> None:
         if self._closed:

@@ -273,8 +273,8 @@ def operations(lumina: Lumina) -> list[Operation]:
 
 
 def routes(lumina: Lumina) -> list[Route]:
-    """Every route of the REST API, its OpenAPI document, and the operator pages."""
-    from lumina_core.api import openapi, operator
+    """Every route of the REST API and its OpenAPI document."""
+    from lumina_core.api import openapi
 
     ops = operations(lumina)
     by_path: dict[str, list[Operation]] = {}
@@ -286,7 +286,6 @@ def routes(lumina: Lumina) -> list[Route]:
             for path, path_ops in by_path.items()
         ),
         *openapi.routes(ops),
-        *operator.routes(lumina),
     ]
 
 

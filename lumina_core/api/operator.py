@@ -30,7 +30,7 @@ def routes(lumina: Lumina) -> list[Route]:
         return json_response({"plugins": [info.as_dict() for info in infos]})
 
     async def metrics(request: Request) -> Response:
-        lumina.metrics.queue_depth.set(lumina.queue.depth())
+        lumina.metrics.show_queue(lumina.queue.status())
         return Response(lumina.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [

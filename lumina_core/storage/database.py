@@ -157,6 +157,10 @@ async def refresh_statistics(engine: AsyncEngine, analyzed: dict[str, int]) -> l
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Run every pending Alembic migration; called at start-up."""
+    """Run every pending Alembic migration; called at start-up by every process. On PostgreSQL the
+    processes starting together take turns (a transaction-scoped advisory lock), so one migrates and the
+    others then find the schema current."""
     async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('lumina/migrate', 0))"))
         await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), "head"))

@@ -28,7 +28,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from lumina_core.plugin_api import Alert, ComponentConfig, ComponentFactory, Delivery, SpanBatch, hookimpl
+from lumina_core.plugin_api import Alert, ComponentConfig, ComponentFactory, Delivery, QueueStatus, SpanBatch, hookimpl
 
 pytest.register_assert_rewrite("lumina_core.testing.contracts")
 
@@ -250,8 +250,8 @@ class FakeQueue:
             self._depth -= len(batch.spans)
             yield [_FakeDelivery(self, batch)]
 
-    def depth(self) -> int:
-        return self._depth
+    def status(self) -> QueueStatus:
+        return QueueStatus(ok=True, waiting_spans=self._depth)
 
 
 @pytest.fixture
