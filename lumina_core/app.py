@@ -188,17 +188,23 @@ class Lumina:
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
+        """What ``/-/ready`` reports: the database and the queue, and the worker's jobs where it runs. An
+        intake-only process stays ready without the database: it goes on taking spans into a broker queue
+        (keys it checked recently still pass), so a load balancer should keep sending to it."""
+        server = self.settings.server
         checks: dict[str, dict[str, Any]] = {}
         try:
             await queries.ping(self.engine)
             checks["database"] = {"ok": True}
         except Exception as exc:
-            checks["database"] = {"ok": False, "error": str(exc)}
-        if self.settings.server.runs("worker"):
-            worker_alive = self._worker_task is not None and not self._worker_task.done()
-            checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
+            needed = server.runs("worker") or server.runs("api")
+            checks["database"] = {"ok": not needed, "reachable": False, "error": str(exc)}
         queue = self.queue.status()
         checks["queue"] = {k: v for k, v in dataclasses.asdict(queue).items() if v is not None}
+        if not server.runs("worker"):
+            return checks
+        worker_alive = self._worker_task is not None and not self._worker_task.done()
+        checks["worker"] = {"ok": worker_alive, "spans_stored": self.worker.spans_stored}
         if self.settings.alerts.enabled:
             try:
                 checks["alerts"] = {"ok": True, "notifications": await self.outbox.backlog()}

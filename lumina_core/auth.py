@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -116,10 +117,17 @@ def key_from_headers(get: Callable[[str], str | None]) -> str | None:
     return get("x-lumina-api-key") or None
 
 
+GRANTS_KEPT_SECONDS = 600.0
+"""While the database is unreachable, a request is let in on what the same key was last granted this
+recently (so intake keeps accepting into a broker queue through a database restart); refused otherwise."""
+GRANTS_KEPT = 10_000
+
+
 class Authenticator:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._keys_exist = False  # once true, true for good: keys are never deleted
+        self._granted: dict[tuple[str | None, str, str | None], tuple[float, Access]] = {}
 
     async def keys_exist(self) -> bool:
         if not self._keys_exist:
@@ -133,10 +141,18 @@ class Authenticator:
         """
         if project_id is not None:
             check_project_id(project_id)
+        asked = (hash_key(key) if key else None, scope, project_id)
         try:
-            return await self._access(key, scope, project_id)
-        except SQLAlchemyError as exc:
+            access = await self._access(key, scope, project_id)
+        except (SQLAlchemyError, OSError) as exc:  # a refused connection comes through as a bare OSError
+            granted = self._granted.get(asked)
+            if granted is not None and time.monotonic() - granted[0] < GRANTS_KEPT_SECONDS:
+                return granted[1]
             raise AuthUnavailable(f"API keys cannot be checked: {exc.__class__.__name__}") from exc
+        if len(self._granted) >= GRANTS_KEPT:
+            self._granted.clear()
+        self._granted[asked] = (time.monotonic(), access)
+        return access
 
     async def _access(self, key: str | None, scope: str, project_id: str | None) -> Access:
         if key is None:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lumina_core.alerting.engine import AlertEngine
 from lumina_core.extraction import ExtractStage
@@ -148,6 +148,17 @@ class Worker:
             await delivery.nack(BatchRejected(f"spans could not be stored: {exc.__class__.__name__}"), retryable=False)
 
 
+RETRYABLE_SQLSTATES = ("08", "53", "57P0", "40001", "40P01")
+"""Connection failures, out of resources, the server shutting down or starting up, serialization
+failures and deadlocks: PostgreSQL states after which the same batch may well be stored."""
+
+
 def _retryable(exc: Exception) -> bool:
-    """Storage being down or busy (worth a retry), as opposed to data it will never accept."""
-    return isinstance(exc, OperationalError | OSError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    """Storage being down, restarting or busy (worth a retry), as opposed to data it will never accept.
+    A PostgreSQL restart surfaces as a bare ``DBAPIError`` carrying SQLSTATE 57P01 or 08003."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError):
+        return True
+    if isinstance(exc, DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None) or ""
+        return exc.connection_invalidated or state.startswith(RETRYABLE_SQLSTATES)
+    return False

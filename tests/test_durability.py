@@ -17,7 +17,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.exc import DBAPIError
 
+from lumina_core.worker import _retryable
 from tests.support.db import fetch_all
 from tests.support.otlp import raw_request
 
@@ -112,3 +114,25 @@ def test_client_is_answered_only_after_commit_and_a_full_queue_says_retry(locked
     assert sum(t["span_count"] for t in traces) == 8
     # capacity is back once the batch is committed
     assert httpx.post(server.otlp_http_url, content=second, headers=headers).status_code == 200
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__(f"SQLSTATE {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (DBAPIError("INSERT", {}, _DriverError("57P01")), True),  # the server is shutting down (a restart)
+        (DBAPIError("INSERT", {}, _DriverError("08003")), True),  # the connection is gone
+        (DBAPIError("INSERT", {}, _DriverError("40P01")), True),  # deadlock
+        (ConnectionRefusedError(111, "refused"), True),
+        (DBAPIError("INSERT", {}, _DriverError("22P02")), False),  # data the database will never take
+        (DBAPIError("INSERT", {}, _DriverError(None)), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_storage_failures_are_retried_only_when_a_retry_can_help(error: Exception, retry: bool) -> None:
+    assert _retryable(error) is retry

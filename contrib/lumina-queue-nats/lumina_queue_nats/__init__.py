@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -62,7 +61,7 @@ class NatsQueueConfig(ComponentConfig):
     replicas: int = Field(1, ge=1, le=5, description="copies of each message in a NATS cluster")
     max_age_seconds: float = Field(86_400, gt=0, description="a batch no worker took within this is dropped")
     max_bytes: int = Field(
-        8 * 1024**3, gt=0, description="stream size; when full, intake answers 503 (discard=new), never drops"
+        1024**3, gt=0, description="stream size; when full, intake answers 503 (discard=new), never drops"
     )
     durable: str = Field("lumina-workers", description="the pull consumer every worker process shares")
     ack_wait_seconds: float = Field(60, gt=0, description="an unacked batch is delivered again after this")
@@ -74,7 +73,7 @@ class NatsQueueConfig(ComponentConfig):
     dead_letter_stream: str = "LUMINA_DEAD"
     dead_letter_subject: str = "lumina.dead"
     dead_letter_max_age_seconds: float = Field(14 * 86_400, gt=0)
-    dead_letter_max_bytes: int = Field(1024**3, gt=0)
+    dead_letter_max_bytes: int = Field(256 * 1024**2, gt=0)
     fetch_batch: int = Field(64, ge=1, description="messages a worker asks for at a time")
     fetch_timeout_seconds: float = Field(1, gt=0)
     publish_timeout_seconds: float = Field(5, gt=0)
@@ -144,18 +143,20 @@ class NatsQueue:
         try:
             await self._connect()
         except Exception as exc:
-            log.warning("NATS at %s is unreachable (%s); retrying in the background", self.config.servers, exc)
-            self._error = f"NATS unreachable: {exc.__class__.__name__}"
+            log.warning("NATS at %s is not usable (%s); retrying in the background", self.config.servers, exc)
+            self._error = f"NATS unusable: {exc}"
             self._connecting = asyncio.create_task(self._keep_connecting(), name="lumina-nats-connect")
         self._watching = asyncio.create_task(self._watch(), name="lumina-nats-watch")
 
     async def _connect(self) -> None:
         config = self.config
-        # nats-py retries a first connection forever when reconnecting is allowed: bound it, and let
-        # start() go on retrying in the background instead.
-        self._nc = await asyncio.wait_for(self._open(), config.connect_timeout_seconds * 2)
-        self._js = self._nc.jetstream(timeout=config.publish_timeout_seconds)
-        await self._ensure_streams()
+        if self._nc is None or self._nc.is_closed:
+            # nats-py retries a first connection forever when reconnecting is allowed: bound it, and let
+            # start() go on retrying in the background instead.
+            self._nc = await asyncio.wait_for(self._open(), config.connect_timeout_seconds * 2)
+        js = self._nc.jetstream(timeout=config.publish_timeout_seconds)
+        await self._ensure_streams(js)
+        self._js = js  # usable from here on
         self._error = None
 
     async def _open(self) -> Client:
@@ -182,7 +183,7 @@ class NatsQueue:
                 log.info("connected to NATS at %s", self.config.servers)
                 return
             except Exception as exc:
-                self._error = f"NATS unreachable: {exc.__class__.__name__}"
+                self._error = f"NATS unusable: {exc}"
 
     async def _disconnected(self) -> None:
         if self._closed:
@@ -197,10 +198,10 @@ class NatsQueue:
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS: %s", exc)
 
-    async def _ensure_streams(self) -> None:
+    async def _ensure_streams(self, js: JetStreamContext) -> None:
         config = self.config
-        assert self._js is not None
         await self._add_or_update(
+            js,
             StreamConfig(
                 name=config.stream,
                 subjects=[config.subject],
@@ -210,9 +211,10 @@ class NatsQueue:
                 max_age=config.max_age_seconds,
                 max_bytes=config.max_bytes,
                 discard=DiscardPolicy.NEW,
-            )
+            ),
         )
         await self._add_or_update(
+            js,
             StreamConfig(
                 name=config.dead_letter_stream,
                 subjects=[config.dead_letter_subject],
@@ -222,17 +224,17 @@ class NatsQueue:
                 max_age=config.dead_letter_max_age_seconds,
                 max_bytes=config.dead_letter_max_bytes,
                 discard=DiscardPolicy.NEW,
-            )
+            ),
         )
 
-    async def _add_or_update(self, stream: StreamConfig) -> None:
-        assert self._js is not None
+    @staticmethod
+    async def _add_or_update(js: JetStreamContext, stream: StreamConfig) -> None:
         try:
-            await self._js.stream_info(stream.name or "")
+            await js.stream_info(stream.name or "")
         except NotFoundError:
-            await self._js.add_stream(stream)
+            await js.add_stream(stream)
         else:
-            await self._js.update_stream(stream)
+            await js.update_stream(stream)
 
     async def stop(self) -> None:
         self._closed = True
@@ -270,9 +272,7 @@ class NatsQueue:
             raise QueueUnavailable(f"NATS did not store the batch: {exc.__class__.__name__}") from exc
 
     async def _publish(self, js: JetStreamContext, data: bytes, project_id: str) -> None:
-        # Nats-Msg-Id lets JetStream drop the copy if a publish is retried after a lost acknowledgement.
-        headers = {"Nats-Msg-Id": uuid.uuid4().hex, PROJECT: project_id}
-        await js.publish(self.config.subject, data, headers=headers, stream=self.config.stream)
+        await js.publish(self.config.subject, data, headers={PROJECT: project_id}, stream=self.config.stream)
 
     # -- workers ----------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-SHARED_NATS_URL = os.environ.get("LUMINA_TEST_NATS_URL", "nats://127.0.0.1:4222")
+SHARED_NATS_URL = os.environ.get("NATS_TEST_URL", "nats://127.0.0.1:4222")
+"""Not a ``LUMINA_*`` name: Lumina processes the tests start would take it for a setting."""
 
 
 def reachable(url: str, timeout: float = 1.0) -> bool:
