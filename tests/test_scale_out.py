@@ -5,7 +5,6 @@ in normal running, and when a worker is killed mid-batch, PostgreSQL restarts, o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -15,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -29,7 +27,7 @@ from tests.conftest import IN_CI, postgres_database
 from tests.support.db import fetch_all
 
 lumina_queue_nats = pytest.importorskip("lumina_queue_nats", reason="contrib/lumina-queue-nats is not installed")
-from lumina_queue_nats.testing import SHARED_NATS_URL, NatsServer, reachable, unique_names  # noqa: E402
+from lumina_queue_nats.testing import NatsServer, delete_streams, reachable, shared_nats, unique_names  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -43,13 +41,8 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def shared_nats() -> str:
-    if not reachable(SHARED_NATS_URL):
-        message = f"NATS is not reachable at {SHARED_NATS_URL}"
-        if IN_CI:
-            pytest.fail(message + " (CI must run the NATS tests)")
-        pytest.skip(message)
-    return SHARED_NATS_URL
+def shared_nats_url() -> str:
+    return shared_nats()
 
 
 @pytest.fixture
@@ -83,17 +76,7 @@ def write_config(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield write
     for nats_url, names in made:
         if reachable(nats_url):
-            asyncio.run(delete_streams(nats_url, [names["stream"], names["dead_letter_stream"]]))
-
-
-async def delete_streams(nats_url: str, streams: list[str]) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        for stream in streams:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
+            asyncio.run(delete_streams(nats_url, names))
 
 
 class Acknowledged(SpanExporter):
@@ -200,9 +183,9 @@ def assert_stored_exactly_once(database_url: str, acked: set[SpanKey]) -> None:
 
 
 def test_two_intakes_and_three_workers_store_100k_spans_exactly_once(
-    write_config: Callable[..., Path], pg_url: str, shared_nats: str
+    write_config: Callable[..., Path], pg_url: str, shared_nats_url: str
 ) -> None:
-    config = write_config(pg_url, shared_nats)
+    config = write_config(pg_url, shared_nats_url)
     roles = [("intake",), ("intake",), ("worker",), ("worker",), ("worker",), ("api",)]
     with lumina_processes(config, *roles) as processes:
         intakes, workers, api = processes[:2], processes[2:5], processes[5]
@@ -220,9 +203,9 @@ def test_two_intakes_and_three_workers_store_100k_spans_exactly_once(
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(
-    write_config: Callable[..., Path], pg_url: str, shared_nats: str
+    write_config: Callable[..., Path], pg_url: str, shared_nats_url: str
 ) -> None:
-    config = write_config(pg_url, shared_nats, ack_wait_seconds=3)
+    config = write_config(pg_url, shared_nats_url, ack_wait_seconds=3)
     with lumina_processes(config, ("intake",), ("worker",), ("worker",)) as (intake, victim, _survivor):
 
         def kill_when_busy() -> None:
@@ -263,10 +246,10 @@ def restartable_postgres() -> Callable[[Callable[[], None]], None]:
 def test_postgresql_restarted_during_ingest_loses_nothing(
     write_config: Callable[..., Path],
     pg_url: str,
-    shared_nats: str,
+    shared_nats_url: str,
     restartable_postgres: Callable[[Callable[[], None]], None],
 ) -> None:
-    config = write_config(pg_url, shared_nats, retry_delay_seconds=0.5, retry_delay_max_seconds=2)
+    config = write_config(pg_url, shared_nats_url, retry_delay_seconds=0.5, retry_delay_max_seconds=2)
     with lumina_processes(config, ("intake",), ("worker",), ("worker",)) as (intake, worker, _):
         ready_while_down: list[int] = []
 

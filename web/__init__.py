@@ -17,6 +17,7 @@ from lumina_web.frame import HERE, Dashboard, page
 from lumina_web.models import models_page, price_edits
 from lumina_web.overview import overview
 from lumina_web.quality import quality_page
+from lumina_web.queue import dead_letter_actions, queue_page
 from lumina_web.session import login, logout
 from lumina_web.traces import trace_list, trace_view
 
@@ -29,6 +30,7 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
     edits = page(dash, price_edits(dash), scope="admin")
     rule_changes = page(dash, rule_edits(dash), scope="admin")
     alert_changes = page(dash, alert_actions(dash), scope="admin")
+    letter_changes = page(dash, dead_letter_actions(dash), scope="admin")
     return [
         Route("/", page(dash, overview(dash)), methods=["GET"]),
         Route("/traces", page(dash, trace_list(dash)), methods=["GET"]),
@@ -43,6 +45,9 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
         Route("/alerts/{alert_id}", page(dash, alert_page(dash)), methods=["GET"]),
         Route("/alerts/{alert_id}/ack", alert_changes, methods=["POST"]),
         Route("/alerts/{alert_id}/resolve", alert_changes, methods=["POST"]),
+        Route("/queue", page(dash, queue_page(dash)), methods=["GET"]),
+        Route("/queue/dead-letters/redrive", letter_changes, methods=["POST"]),
+        Route("/queue/dead-letters/discard", letter_changes, methods=["POST"]),
         Route("/models/prices", edits, methods=["POST"]),
         Route("/models/prices/{price_id}", edits, methods=["POST"]),
         Route("/models/prices/{price_id}/delete", edits, methods=["POST"]),

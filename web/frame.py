@@ -37,6 +37,7 @@ PAGES = (
     ("Quality", "/quality"),
     ("Alerts", "/alerts"),
     ("Models & pricing", "/models"),
+    ("Queue", "/queue"),
 )
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))

@@ -260,7 +260,7 @@ def endpoint(lumina: Lumina, operations: list[Operation]) -> Callable[[Request],
 
 
 def operations(lumina: Lumina) -> list[Operation]:
-    from lumina_core.api import alerts, analytics, keys, pricing, quality, traces
+    from lumina_core.api import alerts, analytics, keys, pricing, quality, queue, traces
 
     return [
         *traces.operations(lumina),
@@ -269,6 +269,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         *quality.operations(lumina),
         *alerts.operations(lumina),
         *keys.operations(lumina),
+        *queue.operations(lumina),
     ]
 
 

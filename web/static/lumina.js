@@ -64,9 +64,11 @@ function formsHelpers() {
       });
     });
   });
-  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+  // A form, or the button that sent it, may ask first.
+  document.querySelectorAll("form").forEach((form) => {
     form.addEventListener("submit", (event) => {
-      if (!confirm(form.dataset.confirm)) event.preventDefault();
+      const question = event.submitter?.dataset.confirm || form.dataset.confirm;
+      if (question && !confirm(question)) event.preventDefault();
     });
   });
 }

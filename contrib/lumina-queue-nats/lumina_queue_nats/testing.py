@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -71,6 +72,33 @@ class NatsServer:
         self.stop()
         time.sleep(down_seconds)
         self.start()
+
+
+def shared_nats() -> str:
+    """The machine's NATS for a test; skips the test when it is down, except in CI (``CI=true``), where
+    the NATS tests must run."""
+    import pytest
+
+    if not reachable(SHARED_NATS_URL):
+        message = f"NATS is not reachable at {SHARED_NATS_URL}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI must run the NATS tests)")
+        pytest.skip(message)
+    return SHARED_NATS_URL
+
+
+async def delete_streams(url: str, names: dict[str, str]) -> None:
+    """Drop the streams :func:`unique_names` named (their consumers go with them)."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect(url)
+    try:
+        for stream in (names["stream"], names["dead_letter_stream"]):
+            with contextlib.suppress(NotFoundError):
+                await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
 
 
 def unique_names() -> dict[str, str]:

@@ -4,17 +4,15 @@ letters (poison, refused, too many deliveries; list, re-drive, discard), an outa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import lumina_queue_nats
-import nats
 import pytest
 from lumina_queue_nats import NatsQueue, NatsQueueConfig
-from lumina_queue_nats.testing import SHARED_NATS_URL, NatsServer, reachable, unique_names
+from lumina_queue_nats.testing import SHARED_NATS_URL, NatsServer, delete_streams, reachable, unique_names
 
 from lumina_core import BatchRejected, QueueFull, QueueUnavailable, SpanBatch
 from lumina_core.config import PluginSettings
@@ -38,16 +36,6 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-async def delete_streams(url: str, config: NatsQueueConfig) -> None:
-    nc = await nats.connect(url)
-    try:
-        for stream in (config.stream, config.dead_letter_stream):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
-
-
 def queue_config(url: str, **overrides: Any) -> NatsQueueConfig:
     return NatsQueueConfig(servers=[url], fetch_timeout_seconds=0.2, **unique_names(), **overrides)
 
@@ -64,7 +52,7 @@ async def make_queue(nats_url: str) -> AsyncIterator[Any]:
     yield make
     for queue in made:
         await queue.stop()
-        await delete_streams(nats_url, queue.config)
+        await delete_streams(nats_url, queue.config.model_dump())
 
 
 class TestNatsQueueContract(QueueBackendContract):
