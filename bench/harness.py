@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -18,14 +14,9 @@ import httpx
 import sqlalchemy as sa
 
 from lumina_core.storage.database import create_engine
+from lumina_core.testing.processes import LuminaProcess, start_lumina
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,62 +50,50 @@ async def stale_hours(database_url: str) -> int:
     return await count_rows(database_url, "stale_hours")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    http_url: str
-    otlp_http_url: str
-    grpc_target: str
-
-
 @contextlib.contextmanager
 def lumina_server(
     workdir: Path, database_url: str, storage_options: str = "", more_config: str = ""
-) -> Iterator[Server]:
-    """``lumina serve`` in a subprocess on free ports, ready when this yields; stopped afterwards.
-    ``storage_options`` are TOML lines added to ``[storage]``, ``more_config`` TOML tables after it."""
-    http_port, otlp_port, grpc_port = free_port(), free_port(), free_port()
+) -> Iterator[LuminaProcess]:
+    """``lumina serve`` (all roles) in a subprocess on free ports, ready when this yields; stopped afterwards.
+    ``storage_options`` are TOML lines added to ``[storage]``, ``more_config`` TOML tables after it. The
+    process logs (level warning) to a file in ``workdir``, shown here if it wrote anything."""
     config = workdir / "lumina.toml"
-    config.write_text(
-        f'data_dir = "{workdir}"\n[server]\nport = {http_port}\notlp_http_port = {otlp_port}\n'
-        f'otlp_grpc_port = {grpc_port}\n[storage]\nurl = "{database_url}"\n{storage_options}\n{more_config}\n'
-    )
-    env = {**os.environ, "LUMINA_CONFIG": str(config)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lumina_core.cli", "serve", "--log-level", "warning"], env=env, cwd=workdir
-    )
+    config.write_text(f'data_dir = "{workdir}"\n[storage]\nurl = "{database_url}"\n{storage_options}\n{more_config}\n')
+    server = start_lumina(config, ("all",), workdir=workdir, log_level="warning")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/-/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit("server did not start")
-            time.sleep(0.1)
-        yield Server(
-            process,
-            f"http://127.0.0.1:{http_port}",
-            f"http://127.0.0.1:{otlp_port}/v1/traces",
-            f"127.0.0.1:{grpc_port}",
-        )
+        yield server
     finally:
-        process.terminate()
-        process.wait(30)
+        server.stop()
+        show_log(server)
 
 
-async def send_all(bodies: list[bytes], server: Server, transport: str, concurrency: int) -> int:
+def log_lines(process: LuminaProcess) -> list[str]:
+    """What a process logged besides its start-up banner: at level warning, its warnings and errors."""
+    if not process.log.exists():
+        return []
+    return [line for line in process.log.read_text(errors="replace").splitlines() if not line.startswith("Lumina (")]
+
+
+def show_log(process: LuminaProcess, lines: int = 40) -> None:
+    """The end of a process's log on stderr, if it logged anything beyond its banner."""
+    if logged := log_lines(process):
+        print(f"--- {process.log} (last {lines} lines) ---", *logged[-lines:], sep="\n", file=sys.stderr)
+
+
+async def send_all(
+    bodies: list[bytes], servers: LuminaProcess | Sequence[LuminaProcess], transport: str, concurrency: int
+) -> int:
     """``concurrency`` exporters, each with its own connection (as separate applications would have),
-    sending the requests in order; a refused export (503 / UNAVAILABLE) is retried after 0.2 s.
-    Returns how many retries there were."""
+    sending the requests in order; a refused export (503 / UNAVAILABLE) is retried after 0.2 s. Given several
+    (intake) servers, exporter ``n`` sends to server ``n % len(servers)``. Returns how many retries there were."""
+    if isinstance(servers, LuminaProcess):
+        servers = [servers]
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for i, body in enumerate(bodies):
         queue.put_nowait((i, body))
     retries = 0
 
-    async def exporter() -> None:
+    async def exporter(server: LuminaProcess) -> None:
         nonlocal retries
         async with httpx.AsyncClient(timeout=120) as client:
             channel = grpc.aio.insecure_channel(server.grpc_target)
@@ -139,5 +118,5 @@ async def send_all(bodies: list[bytes], server: Server, transport: str, concurre
                         await asyncio.sleep(0.2)
             await channel.close()
 
-    await asyncio.gather(*(exporter() for _ in range(concurrency)))
+    await asyncio.gather(*(exporter(servers[n % len(servers)]) for n in range(concurrency)))
     return retries

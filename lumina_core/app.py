@@ -33,7 +33,7 @@ from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.quality import QualityMonitor
 from lumina_core.storage import prices, queries
 from lumina_core.storage.cache import QueryCache
-from lumina_core.storage.database import create_engine, migrate, refresh_statistics
+from lumina_core.storage.database import JobLock, create_engine, migrate, refresh_statistics
 from lumina_core.storage.hours import sum_settled_hours
 from lumina_core.storage.writer import SpanWriter
 from lumina_core.worker import Worker
@@ -115,17 +115,23 @@ class Lumina:
                 log.exception("reloading custom prices failed")
 
     async def _maintain_storage(self) -> None:
-        """Sum settled hours of spans for analytics, and keep the query planner's statistics fresh."""
+        """Sum settled hours of spans for analytics (every worker takes a share), and keep the query
+        planner's statistics fresh (one worker: concurrent ANALYZEs of a table only queue up)."""
         quiet = self.settings.storage.sum_hours_after_seconds
         analyzed: dict[str, int] = {}
-        while True:
-            try:
-                await refresh_statistics(self.engine, analyzed)
-                while await sum_settled_hours(self.engine, quiet):
-                    pass
-            except Exception:
-                log.exception("storage maintenance failed")
-            await asyncio.sleep(min(max(quiet / 3, 0.5), 10))
+        statistics = JobLock(self.engine, "storage-statistics")
+        try:
+            while True:
+                try:
+                    if await statistics.held():
+                        await refresh_statistics(self.engine, analyzed)
+                    while await sum_settled_hours(self.engine, quiet):
+                        pass
+                except Exception:
+                    log.exception("storage maintenance failed")
+                await asyncio.sleep(min(max(quiet / 3, 0.5), 10))
+        finally:
+            await statistics.release()
 
     def _start_task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=f"lumina-{name}")

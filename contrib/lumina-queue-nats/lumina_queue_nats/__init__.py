@@ -289,6 +289,8 @@ class NatsQueue:
                 await asyncio.sleep(0.5)
                 continue
             except Exception as exc:
+                if self._closed:  # stopping: the connection closed under the fetch
+                    return
                 log.warning("fetching from NATS failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
