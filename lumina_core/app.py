@@ -31,6 +31,7 @@ from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.quality import QualityMonitor
+from lumina_core.retention import RetentionSweeper
 from lumina_core.storage import prices, queries
 from lumina_core.storage.cache import QueryCache
 from lumina_core.storage.database import JobLock, create_engine, migrate, refresh_statistics
@@ -64,6 +65,7 @@ class Lumina:
         )
         self.outbox = Outbox(self.engine, components.alert_sinks, settings.alerts.delivery)
         self.alerts = AlertEngine(self.engine, settings.alerts, components.alert_rules, self.outbox.wake)
+        self.retention = RetentionSweeper(self.engine, self.writer, settings.retention, components.archiver)
         self.worker = Worker(
             self.queue,
             ExtractStage(components.extractors),
@@ -152,6 +154,8 @@ class Lumina:
         if server.runs("worker"):
             self._worker_task = self._start_task(self.worker.run(), "worker")
             self._start_task(self._maintain_storage(), "storage-maintenance")
+            if self.settings.retention.enabled:
+                self._start_task(self.retention.run(), "retention")
             if self.settings.alerts.enabled:
                 self._start_task(self.alerts.run(), "alerts")
                 self._start_task(self.outbox.run(), "alert-delivery")

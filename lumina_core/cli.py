@@ -132,6 +132,55 @@ def reprice(config: Path | None, since: str, model: str | None) -> None:
     _with_lumina(config, work)
 
 
+@main.group()
+def retention() -> None:
+    """Retention: archive and delete spans older than their retention."""
+
+
+@retention.command("run")
+@config_option
+@click.option("--dry-run", is_flag=True, help="count what would be deleted; change nothing")
+def retention_run(config: Path | None, dry_run: bool) -> None:
+    """Sweep now (the server sweeps every day at 00:00 UTC): archive, then delete, expired spans."""
+
+    async def work(lumina: Any) -> dict[str, Any]:
+        return {p: r.as_dict() for p, r in (await lumina.retention.sweep(dry_run=dry_run)).items()}
+
+    report = _with_lumina(config, work)
+    verb = "would delete" if dry_run else "deleted"
+    for project_id, done in report.items():
+        line = f"{project_id}: {verb} {done['spans']} spans ({done['traces']} traces)"
+        if done["archives"]:
+            line += f", archived to {', '.join(done['archives'])}"
+        click.echo(line)
+        if done["error"]:
+            click.echo(f"{project_id}: stopped: {done['error']}; what was not archived is kept", err=True)
+    if not report:
+        click.echo(f"nothing is older than its retention; {verb} nothing")
+    if any(done["error"] for done in report.values()):
+        sys.exit(1)
+
+
+@main.command("import")
+@config_option
+@click.argument("archives", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_command(config: Path | None, archives: tuple[Path, ...]) -> None:
+    """Load archived spans back (what `retention run` archived); importing twice changes nothing."""
+    from lumina_core.components import all_archivers
+    from lumina_core.retention import import_archive, read_archive
+
+    async def work(lumina: Any) -> None:
+        readers = all_archivers(lumina.settings, lumina.plugins)
+        for path in archives:
+            try:
+                chunks = read_archive(readers, path)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"{path}: {await import_archive(lumina.writer, chunks)} spans imported")
+
+    _with_lumina(config, work)
+
+
 def _with_lumina(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work`` with a Lumina built from the configuration (plugins, prices, rules, sinks) but not serving,
     on its database migrated to the current schema."""

@@ -11,6 +11,7 @@ from lumina_core.alerting.rules import RuleKinds
 from lumina_core.config import Settings
 from lumina_core.plugin_api import (
     AlertSink,
+    Archiver,
     ComponentContext,
     ComponentKind,
     ConfigError,
@@ -30,6 +31,7 @@ class Components:
     detectors: dict[str, Detector]
     alert_sinks: dict[str, AlertSink]
     alert_rules: RuleKinds
+    archiver: Archiver | None
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -83,6 +85,7 @@ def configured_instances(settings: Settings) -> list[tuple[ComponentKind, str]]:
         *(("detector", ref) for ref in _detector_types(settings)),
         *(("alert_sink", ref) for ref in _sink_refs(settings)),
         *(("alert_rule", f"{rule.kind}/{rule.name}") for rule in settings.alerts.rules),
+        *(("archiver", ref) for ref in [settings.retention.archiver] if ref),
     ]
 
 
@@ -132,6 +135,12 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     queue = _build(
         host, "queue_backend", settings.queue.type, settings.queue.backend_config(), "queue", settings, errors, create
     )
+    archiver = None
+    if archiver_ref := settings.retention.archiver:
+        raw = settings.archivers.get(archiver_ref, {})
+        archiver = _build(host, "archiver", archiver_ref, raw, f"archivers.{archiver_ref}", settings, errors, create)
+    unused = set(settings.archivers) - {settings.retention.archiver}
+    errors.extend((f"archivers.{ref}", "configured but not named by retention.archiver") for ref in sorted(unused))
     if errors:
         raise ConfigError(errors)
     if create:
@@ -149,4 +158,17 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
         for ref, sink in alert_sinks.items():
             if not isinstance(sink, AlertSink):
                 raise ConfigError([(f"alert_sinks.{ref}", "not an alert sink: needs async send(alert)")])
-    return Components(extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules)
+        if archiver is not None and not isinstance(archiver, Archiver):
+            raise ConfigError([("retention.archiver", "not an archiver: needs async archive() and read()")])
+    return Components(extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules, archiver)
+
+
+def all_archivers(settings: Settings, host: PluginHost) -> list[Archiver]:
+    """One archiver of every registered type (configured as in ``archivers`` where it is), to read archives
+    whatever wrote them."""
+    archivers = []
+    for type_name, factory in sorted(host.factories.get("archiver", {}).items()):
+        raw = settings.archivers.get(type_name, {})
+        context = ComponentContext(name="default", data_dir=settings.data_dir)
+        archivers.append(factory.create(context, factory.config_model.model_validate(raw)))
+    return archivers

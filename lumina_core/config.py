@@ -241,6 +241,35 @@ class AlertDeliverySettings(Section):
     max_backoff_seconds: float = Field(600, gt=0)
 
 
+class ProjectRetention(Section):
+    days: int | None = Field(None, ge=0, description="this project's retention; default: retention.days")
+    services: dict[str, int] = Field(default_factory=dict, description="days per service, within this project")
+
+
+class RetentionSettings(Section):
+    """How long spans are kept. The most specific setting wins: the project's service, the project, the
+    service (any project), then ``days``. 0 keeps spans for ever."""
+
+    days: int = Field(7, ge=0, description="days spans are kept; 0 = for ever")
+    services: dict[str, int] = Field(default_factory=dict, description="days per service, in every project")
+    projects: dict[str, ProjectRetention] = Field(default_factory=dict)
+    enabled: bool = Field(True, description="sweep every day at 00:00 UTC (lumina retention run sweeps now)")
+    archiver: str | None = Field(
+        None, description="archive spans before deleting them: an archiver type, e.g. 'jsonl' (default: none)"
+    )
+    batch_spans: int = Field(5000, gt=0, description="spans archived and deleted per transaction")
+    pause_seconds: float = Field(0.05, ge=0, description="rest between batches, so ingest goes on meanwhile")
+
+    def days_for(self, project_id: str, service: str | None = None) -> int:
+        """The retention of a project's service, or (``service=None``) of the project's other services."""
+        project = self.projects.get(project_id)
+        if project is not None and service in project.services:
+            return project.services[service]
+        if project is not None and project.days is not None:
+            return project.days
+        return self.services.get(service, self.days) if service is not None else self.days
+
+
 class AlertSettings(Section):
     enabled: bool = Field(True, description="evaluate alert rules in this process")
     interval_seconds: float = Field(30, gt=0, description="how often rules are evaluated")
@@ -281,6 +310,7 @@ class Settings(Section):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     extractors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of extractor instances, keyed type or type/name"
@@ -293,6 +323,9 @@ class Settings(Section):
     )
     alert_sinks: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of alert sinks, keyed type or type/name"
+    )
+    archivers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of archivers, keyed type or type/name"
     )
 
     @property

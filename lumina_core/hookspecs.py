@@ -72,6 +72,16 @@ def lumina_register_alert_sinks() -> list[ComponentFactory]:  # type: ignore[emp
 
 
 @hookspec
+def lumina_register_archivers() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register archivers, which keep spans before the retention sweep deletes them.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns an :class:`Archiver`. The one used is ``retention.archiver`` (``"type"`` or ``"type/name"``),
+    configured as ``[archivers."type/name"]``; ``lumina import`` asks every registered type to read a file.
+    """
+
+
+@hookspec
 def lumina_dashboard_nav_items() -> list[NavItem]:  # type: ignore[empty-body]
     """Add links to the dashboard's navigation bar.
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import pluggy
@@ -23,7 +24,9 @@ PLUGIN_API_VERSION = 2
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-ComponentKind = Literal["extractor", "queue_backend", "pricing_provider", "detector", "alert_rule", "alert_sink"]
+ComponentKind = Literal[
+    "extractor", "queue_backend", "pricing_provider", "detector", "alert_rule", "alert_sink", "archiver"
+]
 Stability = Literal["stable", "beta", "alpha"]
 
 
@@ -294,6 +297,22 @@ class QueueBackend(Protocol):
     def status(self) -> QueueStatus: ...
 
 
+@runtime_checkable
+class Archiver(Protocol):
+    """Keeps the spans the retention sweep is about to delete, so that ``lumina import`` can load them again.
+
+    ``archive`` gets one project's spans of one UTC day — every column as stored, JSON columns as Python
+    values — and returns where it put them, once they are durably written. If it raises, the sweep deletes
+    nothing of those spans. It may be called several times for one day (the sweep deletes in batches):
+    add to what is there. ``read`` gives back, in chunks, the rows of an archive it wrote, or ``None``
+    when ``path`` is not one of its files.
+    """
+
+    async def archive(self, project_id: str, day: date, spans: list[dict[str, Any]]) -> str: ...
+
+    def read(self, path: Path) -> Iterator[list[dict[str, Any]]] | None: ...
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A batch a queue set aside after it failed for good (refused, undecodable, or delivered too often)."""
@@ -540,6 +559,7 @@ __all__ = [
     "AlertSink",
     "AlertThresholds",
     "AlertVerdict",
+    "Archiver",
     "AttributeValue",
     "BatchRejected",
     "ComponentConfig",

@@ -25,6 +25,7 @@ REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "detector": "lumina_register_detectors",
     "alert_rule": "lumina_register_alert_rules",
     "alert_sink": "lumina_register_alert_sinks",
+    "archiver": "lumina_register_archivers",
 }
 
 

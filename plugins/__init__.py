@@ -1,6 +1,6 @@
 """Built-in plugins: shipped in the Lumina wheel, registered explicitly, inert until configured."""
 
-from lumina_plugins import alert_rules, alert_sinks, exact_match, memory_queue, pricing_genai
+from lumina_plugins import alert_rules, alert_sinks, exact_match, jsonl_archiver, memory_queue, pricing_genai
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
 
 BUILTIN_PLUGINS = (
@@ -9,6 +9,7 @@ BUILTIN_PLUGINS = (
     exact_match,
     alert_rules,
     alert_sinks,
+    jsonl_archiver,
     lumina_overrides,
     otel_genai,
     openinference,

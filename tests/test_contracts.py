@@ -16,19 +16,21 @@ from lumina_core.testing import http_receiver
 from lumina_core.testing.contracts import (
     AlertRuleContract,
     AlertSinkContract,
+    ArchiverContract,
     DetectorContract,
     ExtractorContract,
     PricingProviderContract,
     QueueBackendContract,
     make_span,
 )
-from lumina_plugins import alert_rules, alert_sinks, exact_match, memory_queue, pricing_genai
+from lumina_plugins import alert_rules, alert_sinks, exact_match, jsonl_archiver, memory_queue, pricing_genai
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = {
     "alert_rule": "AlertRuleContract",
     "alert_sink": "AlertSinkContract",
+    "archiver": "ArchiverContract",
     "detector": "DetectorContract",
     "extractor": "ExtractorContract",
     "pricing_provider": "PricingProviderContract",
@@ -135,6 +137,14 @@ class TestLogSink(BuiltIn, AlertSinkContract):
         return build("alert_sink", self.type_name)
 
     test_a_failed_delivery_raises = None  # it writes to Lumina's own log: nothing can refuse it
+
+
+class TestJsonlArchiver(BuiltIn, ArchiverContract):
+    module, type_name = jsonl_archiver, "jsonl"
+
+    @pytest.fixture
+    def archiver(self, tmp_path: Path) -> Any:
+        return build("archiver", self.type_name, {"directory": str(tmp_path / "archive")})
 
 
 class TestWebhookSink(BuiltIn, AlertSinkContract):

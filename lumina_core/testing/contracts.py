@@ -20,7 +20,8 @@ same suites (a meta-test checks that every registered type has one).
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -31,6 +32,7 @@ from lumina_core.plugin_api import (
     AlertRuleKind,
     AlertSink,
     AlertVerdict,
+    Archiver,
     ComponentConfig,
     ComponentKind,
     Detector,
@@ -47,6 +49,7 @@ from lumina_core.plugin_api import (
 __all__ = [
     "AlertRuleContract",
     "AlertSinkContract",
+    "ArchiverContract",
     "DetectorContract",
     "ExtractorContract",
     "PricingProviderContract",
@@ -264,3 +267,60 @@ class QueueBackendContract(_Registered):
             assert queue.status().ok
         finally:
             await queue.stop()
+
+
+def archived_span(i: int, **changes: Any) -> dict[str, Any]:
+    """A stored span row as the retention sweep hands it to an archiver: every column, JSON ones as values."""
+    start = 1_767_225_600_000_000_000 + i * 1_000_000_000
+    row: dict[str, Any] = {
+        "project_id": "default",
+        "trace_id": f"{i:032x}",
+        "span_id": f"{i:016x}",
+        "parent_span_id": None,
+        "name": "chat gpt-4o",
+        "kind": "client",
+        "service_name": "svc",
+        "scope_name": None,
+        "start_time_unix_nano": start,
+        "end_time_unix_nano": start + 250_000_000,
+        "latency_ms": 250.0,
+        "status_code": "unset",
+        "status_message": None,
+        "status": "ok",
+        "is_llm": True,
+        "model": "gpt-4o",
+        "input_tokens": 1000 + i,
+        "cost_usd": 0.0125,
+        "counted": True,
+        "input_messages": [{"role": "user", "content": 'héllo \u2603 "quoted"\n'}],
+        "attributes": {"k": "v", "n": i, "nested": {"list": [1, 2.5, None, True]}},
+        "events": [],
+    }
+    return row | changes
+
+
+class ArchiverContract(_Registered):
+    """Fixtures: ``plugin``; ``archiver`` — one writing under ``tmp_path``."""
+
+    kind = "archiver"
+
+    async def test_what_it_archives_reads_back_the_same_and_more_is_added(self, archiver: Any) -> None:
+        assert isinstance(archiver, Archiver)
+        first = [archived_span(i) for i in range(3)]
+        later = [archived_span(i) for i in range(3, 5)]
+        where = await archiver.archive("default", date(2026, 1, 1), first)
+        assert await archiver.archive("default", date(2026, 1, 1), later) == where, "one place per project and day"
+        chunks = archiver.read(Path(where))
+        assert chunks is not None
+        assert [row for chunk in chunks for row in chunk] == first + later
+
+    async def test_days_and_projects_are_kept_apart(self, archiver: Any) -> None:
+        one = await archiver.archive("a", date(2026, 1, 1), [archived_span(1, project_id="a")])
+        other = await archiver.archive("a", date(2026, 1, 2), [archived_span(2, project_id="a")])
+        third = await archiver.archive("b", date(2026, 1, 1), [archived_span(3, project_id="b")])
+        assert len({one, other, third}) == 3
+
+    def test_does_not_claim_files_it_did_not_write(self, archiver: Any, tmp_path: Path) -> None:
+        stray = tmp_path / "notes.txt"
+        stray.write_text("not an archive")
+        assert archiver.read(stray) is None

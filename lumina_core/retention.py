@@ -1,0 +1,177 @@
+"""Retention: every day at 00:00 UTC (and on demand, ``lumina retention run``) the sweep archives, then
+deletes, the spans older than their retention, in bounded batches with a rest between them so that ingest
+goes on. Trace rollups, hourly sums and quality verdicts follow the deleted spans. ``import_archive`` loads
+an archive back (idempotent: spans are upserted)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumina_core.config import RetentionSettings
+from lumina_core.plugin_api import Archiver
+from lumina_core.storage.database import JobLock, writing
+from lumina_core.storage.hours import mark_stale
+from lumina_core.storage.models import projects_table, quality_results_table, spans_table, traces_table
+from lumina_core.storage.writer import SpanWriter
+
+log = logging.getLogger(__name__)
+
+DAY_NS = 86_400 * 10**9
+CHUNK = 500
+_s = spans_table.c
+
+
+@dataclass
+class ProjectSweep:
+    """What a sweep did (or, dry, would do) in one project."""
+
+    spans: int = 0
+    traces: int = 0
+    archives: set[str] = field(default_factory=set)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"spans": self.spans, "traces": self.traces, "archives": sorted(self.archives), "error": self.error}
+
+
+def _day(start_ns: int) -> date:
+    return datetime.fromtimestamp(start_ns / 1e9, UTC).date()
+
+
+class RetentionSweeper:
+    def __init__(
+        self, engine: AsyncEngine, writer: SpanWriter, settings: RetentionSettings, archiver: Archiver | None
+    ) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.settings = settings
+        self.archiver = archiver
+
+    def expired(self, project_id: str, services: Iterable[str], now_ns: int) -> sa.ColumnElement[bool]:
+        """Spans of the project older than their service's retention (0 days: never)."""
+
+        def cutoff(days: int) -> int:
+            return now_ns - days * DAY_NS if days else 0
+
+        default = cutoff(self.settings.days_for(project_id))
+        special = {svc: cutoff(self.settings.days_for(project_id, svc)) for svc in services}
+        special = {svc: c for svc, c in special.items() if c != default}
+        limit = (
+            sa.case(*((_s.service_name == svc, c) for svc, c in special.items()), else_=default) if special else default
+        )
+        return (_s.project_id == project_id) & (_s.start_time_unix_nano < limit)
+
+    async def _projects(self) -> list[tuple[str, list[str]]]:
+        """Every project with the services named in its settings (the others take the defaults)."""
+        async with self.engine.connect() as conn:
+            projects = set((await conn.execute(sa.select(projects_table.c.id))).scalars())
+        projects |= set(self.settings.projects)
+        named = set(self.settings.services)
+        return [
+            (p, sorted(named | set(self.settings.projects[p].services if p in self.settings.projects else ())))
+            for p in sorted(projects)
+        ]
+
+    async def sweep(self, now_ns: int | None = None, *, dry_run: bool = False) -> dict[str, ProjectSweep]:
+        """Archive and delete (or, ``dry_run``, count) what is expired at ``now_ns``, project by project.
+        A project whose archiving fails keeps everything not yet archived; the others go on."""
+        now_ns = now_ns if now_ns is not None else time.time_ns()
+        report: dict[str, ProjectSweep] = {}
+        for project_id, services in await self._projects():
+            where = self.expired(project_id, services, now_ns)
+            done = report[project_id] = ProjectSweep()
+            if dry_run:
+                async with self.engine.connect() as conn:
+                    query = sa.select(sa.func.count(), sa.func.count(sa.distinct(_s.trace_id))).where(where)
+                    done.spans, done.traces = (await conn.execute(query)).one()
+                continue
+            try:
+                while await self._sweep_batch(project_id, where, done):
+                    await asyncio.sleep(self.settings.pause_seconds)
+            except Exception as exc:
+                done.error = f"{exc.__class__.__name__}: {exc}"
+                log.exception("retention sweep of project %s stopped; what was not archived is kept", project_id)
+        return {p: r for p, r in report.items() if r.spans or r.error}
+
+    async def _sweep_batch(self, project_id: str, where: sa.ColumnElement[bool], done: ProjectSweep) -> bool:
+        """Archive and delete the oldest batch of expired spans; False when none are left."""
+        async with self.engine.connect() as conn:
+            query = sa.select(spans_table).where(where).order_by(_s.start_time_unix_nano)
+            rows = [dict(row) for row in (await conn.execute(query.limit(self.settings.batch_spans))).mappings()]
+        if not rows:
+            return False
+        if self.archiver is not None:
+            by_day: dict[date, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_day.setdefault(_day(row["start_time_unix_nano"]), []).append(row)
+            for day, spans in sorted(by_day.items()):
+                done.archives.add(await self.archiver.archive(project_id, day, spans))
+        keys = [(row["trace_id"], row["span_id"]) for row in rows]
+        trace_ids = sorted({trace_id for trace_id, _ in keys})
+        async with writing(self.engine) as conn:
+            for i in range(0, len(trace_ids), CHUNK):
+                await mark_stale(conn, project_id, trace_ids[i : i + CHUNK])  # while the spans are still there
+            for table in (spans_table, quality_results_table):
+                c = table.c
+                for i in range(0, len(keys), CHUNK):
+                    chunk = keys[i : i + CHUNK]
+                    await conn.execute(
+                        sa.delete(table).where(c.project_id == project_id, sa.tuple_(c.trace_id, c.span_id).in_(chunk))
+                    )
+            await self.writer.refresh_rollups(conn, project_id, trace_ids)
+            t = traces_table.c
+            empty = ~sa.exists().where(_s.project_id == t.project_id, _s.trace_id == t.trace_id)
+            for i in range(0, len(trace_ids), CHUNK):
+                gone = await conn.execute(
+                    sa.delete(traces_table).where(
+                        t.project_id == project_id, t.trace_id.in_(trace_ids[i : i + CHUNK]), empty
+                    )
+                )
+                done.traces += gone.rowcount or 0
+        done.spans += len(rows)
+        return len(rows) == self.settings.batch_spans
+
+    async def run(self) -> None:
+        """Sweep every day at 00:00 UTC; of processes sharing a PostgreSQL database, one sweeps."""
+        lock = JobLock(self.engine, "retention-sweep")
+        try:
+            while True:
+                now = datetime.now(UTC)
+                midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+                await asyncio.sleep((midnight - now).total_seconds())
+                try:
+                    if await lock.held():
+                        report = await self.sweep()
+                        log.info("retention sweep: %s", {p: r.as_dict() for p, r in report.items()})
+                except Exception:
+                    log.exception("retention sweep failed")
+        finally:
+            await lock.release()
+
+
+async def import_archive(writer: SpanWriter, chunks: Iterable[list[dict[str, Any]]]) -> int:
+    """Store archived span rows again (upserted: importing twice changes nothing); returns how many."""
+    count = 0
+    for rows in chunks:
+        await writer.write(writer.prepare(rows))
+        count += len(rows)
+    return count
+
+
+def read_archive(archivers: Iterable[Archiver], path: Path) -> Iterable[list[dict[str, Any]]]:
+    """The rows of ``path``, read by the first archiver that knows its kind of file."""
+    for archiver in archivers:
+        chunks = archiver.read(path)
+        if chunks is not None:
+            return chunks
+    raise ValueError(f"no archiver reads {path.name} (a JSON Lines archive ends in .jsonl.gz)")
