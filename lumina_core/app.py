@@ -36,6 +36,7 @@ from lumina_core.storage import prices, queries
 from lumina_core.storage.cache import QueryCache
 from lumina_core.storage.database import JobLock, create_engine, migrate, refresh_statistics
 from lumina_core.storage.hours import sum_settled_hours
+from lumina_core.storage.limits import DailyLimiter
 from lumina_core.storage.writer import SpanWriter
 from lumina_core.worker import Worker
 
@@ -57,7 +58,8 @@ class Lumina:
         self.pricing = PricingChain(components.pricing_providers, self._config_prices())
         self.auth = Authenticator(self.engine)
         self.cache = QueryCache(self.engine, settings.storage.query_cache_entries)
-        self.intake = Intake(self.queue, self.metrics, self.auth)
+        self.limiter = DailyLimiter(self.engine, settings.limits.daily_traces_for)
+        self.intake = Intake(self.queue, self.metrics, self.auth, self.limiter)
         self.quality = (
             QualityMonitor(self.engine, self.writer, settings.quality, components.detectors)
             if components.detectors

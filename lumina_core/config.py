@@ -270,6 +270,16 @@ class RetentionSettings(Section):
         return self.services.get(service, self.days) if service is not None else self.days
 
 
+class LimitSettings(Section):
+    daily_traces: int = Field(
+        50_000, ge=0, description="traces a project may send per UTC day; more are refused; 0 = no limit"
+    )
+    projects: dict[str, int] = Field(default_factory=dict, description="daily_traces per project")
+
+    def daily_traces_for(self, project_id: str) -> int:
+        return self.projects.get(project_id, self.daily_traces)
+
+
 class AlertSettings(Section):
     enabled: bool = Field(True, description="evaluate alert rules in this process")
     interval_seconds: float = Field(30, gt=0, description="how often rules are evaluated")
@@ -311,6 +321,7 @@ class Settings(Section):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     extractors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of extractor instances, keyed type or type/name"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from lumina_core.auth import Authenticator
 from lumina_core.intake.decode import DecodedRequest, spans_from_request
 from lumina_core.metrics import Metrics
 from lumina_core.plugin_api import QueueBackend, SpanBatch
+from lumina_core.storage.limits import DailyLimiter
 
 OFF_LOOP_BYTES = 256 * 1024
 """Requests larger than this are converted in a worker thread so the event loop keeps serving."""
@@ -42,10 +44,11 @@ class Intake:
     are reported back through ``partial_success`` while the valid ones are stored.
     """
 
-    def __init__(self, queue: QueueBackend, metrics: Metrics, auth: Authenticator) -> None:
+    def __init__(self, queue: QueueBackend, metrics: Metrics, auth: Authenticator, limiter: DailyLimiter) -> None:
         self.queue = queue
         self.metrics = metrics
         self.auth = auth
+        self.limiter = limiter
 
     async def project_for(self, key: str | None, project_id: str | None) -> str:
         """The project an export with this API key (and ``x-lumina-project``) files its spans under.
@@ -66,9 +69,20 @@ class Intake:
             decoded = await asyncio.to_thread(lambda: spans_from_request(parse(body)))
         else:
             decoded = spans_from_request(parse(body))
-        if decoded.rejected:
-            self.metrics.spans_rejected.inc(decoded.rejected)
-        if decoded.spans:
-            await self.queue.put(SpanBatch(project_id, decoded.spans))
-            self.metrics.spans_accepted.inc(len(decoded.spans))
-        return ExportResult(len(decoded.spans), decoded.rejected, "; ".join(decoded.reasons))
+        spans, rejected, reasons = decoded.spans, decoded.rejected, list(decoded.reasons)
+        if spans:
+            per_trace = Counter(span.trace_id for span in spans)
+            admission = await self.limiter.admit(project_id, per_trace)
+            if len(admission.admitted) < len(per_trace):
+                spans = [span for span in spans if span.trace_id in admission.admitted]
+                rejected += admission.refused_spans
+                reasons.append(
+                    f"project {project_id!r} reached its daily limit of {admission.limit} traces (it resets at "
+                    f"00:00 UTC): {admission.refused_spans} spans of new traces refused"
+                )
+        if rejected:
+            self.metrics.spans_rejected.inc(rejected)
+        if spans:
+            await self.queue.put(SpanBatch(project_id, spans))
+            self.metrics.spans_accepted.inc(len(spans))
+        return ExportResult(len(spans), rejected, "; ".join(reasons))

@@ -177,6 +177,33 @@ span_hours_table: sa.Table = SpanHour.__table__  # type: ignore[attr-defined]
 stale_hours_table: sa.Table = StaleHour.__table__  # type: ignore[attr-defined]
 
 
+class DailyUsage(SQLModel, table=True):
+    """A project's traces admitted on one UTC day (``YYYY-MM-DD``), and the traces and spans refused
+    once its daily limit was reached."""
+
+    __tablename__ = "daily_usage"
+
+    project_id: str = Field(primary_key=True)
+    day: str = Field(primary_key=True)
+    traces: int = Field(sa_type=sa.BigInteger)
+    refused_traces: int = Field(sa_type=sa.BigInteger)
+    refused_spans: int = Field(sa_type=sa.BigInteger)
+
+
+class DailyTrace(SQLModel, table=True):
+    """A trace admitted on a day: later spans of it are admitted too, even past the limit."""
+
+    __tablename__ = "daily_traces"
+
+    project_id: str = Field(primary_key=True)
+    day: str = Field(primary_key=True)
+    trace_id: str = Field(primary_key=True)
+
+
+daily_usage_table: sa.Table = DailyUsage.__table__  # type: ignore[attr-defined]
+daily_traces_table: sa.Table = DailyTrace.__table__  # type: ignore[attr-defined]
+
+
 class CustomPrice(SQLModel, table=True):
     """An operator's price for a model (negotiated, fine-tuned, or not in any price list).
 
