@@ -32,6 +32,7 @@ from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.quality import QualityMonitor
 from lumina_core.retention import RetentionSweeper
+from lumina_core.sampling import HeadSampling, TailSampling
 from lumina_core.storage import prices, queries
 from lumina_core.storage.cache import QueryCache
 from lumina_core.storage.database import JobLock, create_engine, migrate, refresh_statistics
@@ -54,7 +55,10 @@ class Lumina:
         self.metrics = Metrics()
         self.queue = components.queue
         self.engine = create_engine(settings.database_url, sqlite_synchronous=settings.storage.sqlite_synchronous)
-        self.writer = SpanWriter(self.engine)
+        samplers = list(zip(settings.sampling.samplers, components.samplers, strict=True))
+        tail = [(name, sampler) for name, sampler in samplers if sampler.stage == "tail"]
+        self.writer = SpanWriter(self.engine, track_undecided=bool(tail))
+        self.tail_sampling = TailSampling(self.engine, self.writer, tail, settings.sampling.decision_wait_seconds)
         self.pricing = PricingChain(components.pricing_providers, self._config_prices())
         self.auth = Authenticator(self.engine)
         self.cache = QueryCache(self.engine, settings.storage.query_cache_entries)
@@ -76,6 +80,7 @@ class Lumina:
             settings.pipeline.batch_max_spans,
             self.quality,
             self.alerts,
+            HeadSampling([(name, sampler) for name, sampler in samplers if sampler.stage == "head"]),
         )
         self.grpc_server: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
@@ -156,6 +161,8 @@ class Lumina:
         if server.runs("worker"):
             self._worker_task = self._start_task(self.worker.run(), "worker")
             self._start_task(self._maintain_storage(), "storage-maintenance")
+            if self.tail_sampling.samplers:
+                self._start_task(self.tail_sampling.run(), "tail-sampling")
             if self.settings.retention.enabled:
                 self._start_task(self.retention.run(), "retention")
             if self.settings.alerts.enabled:

@@ -163,7 +163,7 @@ def retention_run(config: Path | None, dry_run: bool) -> None:
 
 @main.command("import")
 @config_option
-@click.argument("archives", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("archives", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def import_command(config: Path | None, archives: tuple[Path, ...]) -> None:
     """Load archived spans back (what `retention run` archived); importing twice changes nothing."""
     from lumina_core.components import all_archivers

@@ -19,6 +19,7 @@ from lumina_core.plugin_api import (
     Extractor,
     PricingProvider,
     QueueBackend,
+    Sampler,
 )
 from lumina_core.plugins import PluginHost
 
@@ -32,6 +33,7 @@ class Components:
     alert_sinks: dict[str, AlertSink]
     alert_rules: RuleKinds
     archiver: Archiver | None
+    samplers: list[Sampler]
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -86,6 +88,7 @@ def configured_instances(settings: Settings) -> list[tuple[ComponentKind, str]]:
         *(("alert_sink", ref) for ref in _sink_refs(settings)),
         *(("alert_rule", f"{rule.kind}/{rule.name}") for rule in settings.alerts.rules),
         *(("archiver", ref) for ref in [settings.retention.archiver] if ref),
+        *(("sampler", ref) for ref in settings.sampling.samplers),
     ]
 
 
@@ -139,6 +142,12 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     if archiver_ref := settings.retention.archiver:
         raw = settings.archivers.get(archiver_ref, {})
         archiver = _build(host, "archiver", archiver_ref, raw, f"archivers.{archiver_ref}", settings, errors, create)
+    samplers = [
+        _build(host, "sampler", ref, settings.samplers.get(ref, {}), f"samplers.{ref}", settings, errors, create)
+        for ref in settings.sampling.samplers
+    ]
+    unused = set(settings.samplers) - set(settings.sampling.samplers)
+    errors.extend((f"samplers.{ref}", "configured but not listed in sampling.samplers") for ref in sorted(unused))
     unused = set(settings.archivers) - {settings.retention.archiver}
     errors.extend((f"archivers.{ref}", "configured but not named by retention.archiver") for ref in sorted(unused))
     if errors:
@@ -160,7 +169,10 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
                 raise ConfigError([(f"alert_sinks.{ref}", "not an alert sink: needs async send(alert)")])
         if archiver is not None and not isinstance(archiver, Archiver):
             raise ConfigError([("retention.archiver", "not an archiver: needs async archive() and read()")])
-    return Components(extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules, archiver)
+        for ref, sampler in zip(settings.sampling.samplers, samplers, strict=True):
+            if not isinstance(sampler, Sampler) or sampler.stage not in ("head", "tail"):
+                raise ConfigError([(f"samplers.{ref}", "not a sampler: needs stage 'head' or 'tail' and keep()")])
+    return Components(extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules, archiver, samplers)
 
 
 def all_archivers(settings: Settings, host: PluginHost) -> list[Archiver]:

@@ -270,6 +270,15 @@ class RetentionSettings(Section):
         return self.services.get(service, self.days) if service is not None else self.days
 
 
+class SamplingSettings(Section):
+    samplers: list[str] = Field(
+        default_factory=list, description="samplers that run, e.g. ['head'] or ['conditional']; none keeps all"
+    )
+    decision_wait_seconds: float = Field(
+        30, gt=0, description="tail samplers judge a trace once no span of it arrived for this long"
+    )
+
+
 class LimitSettings(Section):
     daily_traces: int = Field(
         50_000, ge=0, description="traces a project may send per UTC day; more are refused; 0 = no limit"
@@ -322,6 +331,7 @@ class Settings(Section):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     extractors: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of extractor instances, keyed type or type/name"
@@ -337,6 +347,9 @@ class Settings(Section):
     )
     archivers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of archivers, keyed type or type/name"
+    )
+    samplers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of samplers, keyed by type"
     )
 
     @property

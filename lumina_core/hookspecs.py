@@ -72,6 +72,17 @@ def lumina_register_alert_sinks() -> list[ComponentFactory]:  # type: ignore[emp
 
 
 @hookspec
+def lumina_register_samplers() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register samplers, which decide which traces are kept (head: on the trace id, before storing;
+    tail: on whole stored traces, once they are quiet).
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns a :class:`Sampler`. The samplers that run are those ``sampling.samplers`` names, configured as
+    ``[samplers."type"]``; a trace is kept only if every one of them keeps it.
+    """
+
+
+@hookspec
 def lumina_register_archivers() -> list[ComponentFactory]:  # type: ignore[empty-body]
     """Register archivers, which keep spans before the retention sweep deletes them.
 

@@ -25,7 +25,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 ComponentKind = Literal[
-    "extractor", "queue_backend", "pricing_provider", "detector", "alert_rule", "alert_sink", "archiver"
+    "extractor", "queue_backend", "pricing_provider", "detector", "alert_rule", "alert_sink", "archiver", "sampler"
 ]
 Stability = Literal["stable", "beta", "alpha"]
 
@@ -295,6 +295,29 @@ class QueueBackend(Protocol):
     def consume(self, max_spans: int) -> AsyncIterator[list[Delivery]]: ...
 
     def status(self) -> QueueStatus: ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Decides which traces Lumina keeps; ``keep`` gets a trace id and span rows as stored (extracted and
+    priced: ``status``, ``cost_usd``, ``model``, ``service_name``, ``name``, ``attributes`` …).
+
+    A ``"head"`` sampler runs in the worker on every batch before it is stored, and must decide on the
+    trace id alone, so that every batch of a trace, in every process, gets the same answer. A ``"tail"``
+    sampler judges whole traces from their stored spans once none arrived for
+    ``sampling.decision_wait_seconds``. Either way, what is dropped is counted (spans, traces, tokens
+    and cost per service, model and minute), so analytics totals stay those of all the traffic.
+    """
+
+    stage: Literal["head", "tail"]
+
+    def keep(self, trace_id: str, spans: Sequence[dict[str, Any]]) -> bool: ...
+
+
+def trace_ratio(trace_id: str) -> float:
+    """Where a trace id falls in [0, 1): its lower 64 bits, as OpenTelemetry's ratio sampler reads them.
+    A trace is kept at ratio ``r`` when this is below ``r``; the same in every process."""
+    return int(trace_id[-16:], 16) / 2**64
 
 
 @runtime_checkable
@@ -582,10 +605,12 @@ __all__ = [
     "QueueFull",
     "QueueStatus",
     "QueueUnavailable",
+    "Sampler",
     "SpanBatch",
     "SpanPanel",
     "SpanRecord",
     "WindowStats",
     "hookimpl",
     "hookspec",
+    "trace_ratio",
 ]

@@ -26,6 +26,7 @@ REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "alert_rule": "lumina_register_alert_rules",
     "alert_sink": "lumina_register_alert_sinks",
     "archiver": "lumina_register_archivers",
+    "sampler": "lumina_register_samplers",
 }
 
 

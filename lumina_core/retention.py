@@ -20,14 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumina_core.config import RetentionSettings
 from lumina_core.plugin_api import Archiver
 from lumina_core.storage.database import JobLock, writing
-from lumina_core.storage.hours import mark_stale
-from lumina_core.storage.models import projects_table, quality_results_table, spans_table, traces_table
+from lumina_core.storage.models import projects_table, spans_table
 from lumina_core.storage.writer import SpanWriter
 
 log = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 10**9
-CHUNK = 500
 _s = spans_table.c
 
 
@@ -82,12 +80,17 @@ class RetentionSweeper:
             for p in sorted(projects)
         ]
 
-    async def sweep(self, now_ns: int | None = None, *, dry_run: bool = False) -> dict[str, ProjectSweep]:
-        """Archive and delete (or, ``dry_run``, count) what is expired at ``now_ns``, project by project.
-        A project whose archiving fails keeps everything not yet archived; the others go on."""
+    async def sweep(
+        self, now_ns: int | None = None, *, dry_run: bool = False, project: str | None = None
+    ) -> dict[str, ProjectSweep]:
+        """Archive and delete (or, ``dry_run``, count) what is expired at ``now_ns``, project by project (or
+        in ``project`` only). A project whose archiving fails keeps everything not yet archived; the others
+        go on."""
         now_ns = now_ns if now_ns is not None else time.time_ns()
         report: dict[str, ProjectSweep] = {}
         for project_id, services in await self._projects():
+            if project is not None and project_id != project:
+                continue
             where = self.expired(project_id, services, now_ns)
             done = report[project_id] = ProjectSweep()
             if dry_run:
@@ -117,29 +120,14 @@ class RetentionSweeper:
             for day, spans in sorted(by_day.items()):
                 done.archives.add(await self.archiver.archive(project_id, day, spans))
         keys = [(row["trace_id"], row["span_id"]) for row in rows]
-        trace_ids = sorted({trace_id for trace_id, _ in keys})
         async with writing(self.engine) as conn:
-            for i in range(0, len(trace_ids), CHUNK):
-                await mark_stale(conn, project_id, trace_ids[i : i + CHUNK])  # while the spans are still there
-            for table in (spans_table, quality_results_table):
-                c = table.c
-                for i in range(0, len(keys), CHUNK):
-                    chunk = keys[i : i + CHUNK]
-                    await conn.execute(
-                        sa.delete(table).where(c.project_id == project_id, sa.tuple_(c.trace_id, c.span_id).in_(chunk))
-                    )
-            await self.writer.refresh_rollups(conn, project_id, trace_ids)
-            t = traces_table.c
-            empty = ~sa.exists().where(_s.project_id == t.project_id, _s.trace_id == t.trace_id)
-            for i in range(0, len(trace_ids), CHUNK):
-                gone = await conn.execute(
-                    sa.delete(traces_table).where(
-                        t.project_id == project_id, t.trace_id.in_(trace_ids[i : i + CHUNK]), empty
-                    )
-                )
-                done.traces += gone.rowcount or 0
+            done.traces += await self.writer.delete(conn, project_id, keys)
         done.spans += len(rows)
         return len(rows) == self.settings.batch_spans
+
+    @staticmethod
+    def next_sweep(now: datetime) -> datetime:
+        return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
 
     async def run(self) -> None:
         """Sweep every day at 00:00 UTC; of processes sharing a PostgreSQL database, one sweeps."""
@@ -147,8 +135,7 @@ class RetentionSweeper:
         try:
             while True:
                 now = datetime.now(UTC)
-                midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
-                await asyncio.sleep((midnight - now).total_seconds())
+                await asyncio.sleep((self.next_sweep(now) - now).total_seconds())
                 try:
                     if await lock.held():
                         report = await self.sweep()

@@ -14,6 +14,7 @@ from lumina_core.extraction import ExtractStage
 from lumina_core.plugin_api import BatchRejected, Delivery, QueueBackend, QueueUnavailable
 from lumina_core.pricing import PriceStage
 from lumina_core.quality import Call, QualityMonitor, call_of
+from lumina_core.sampling import HeadSampling
 from lumina_core.storage.writer import PreparedRows, SpanWriter
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,12 @@ class Worker:
         batch_max_spans: int,
         quality: QualityMonitor | None = None,
         alerts: AlertEngine | None = None,
+        sampling: HeadSampling | None = None,
     ):
         self.queue = queue
         self.extract = extract
         self.price = price
+        self.sampling = sampling or HeadSampling([])
         self.writer = writer
         self.batch_max_spans = batch_max_spans
         self.quality = quality
@@ -78,7 +81,7 @@ class Worker:
                 await storing
 
     def _prepare(self, group: list[Delivery]) -> list[Prepared | Exception]:
-        """Extract, price, pick the calls to check for quality and alerts, and make driver parameters (all
+        """Extract, price, sample, pick the calls to check for quality and alerts, and make driver parameters (all
         CPU, run off the event loop), batch by batch, so that a batch that cannot be processed fails alone."""
         prepared: list[Prepared | Exception] = []
         watch_calls = self.alerts is not None and bool(self.alerts.immediate)
@@ -87,6 +90,7 @@ class Worker:
                 rows = self.extract.rows(delivery.batch)
                 self.price.apply(rows)
                 project_id = delivery.batch.project_id
+                rows, dropped = self.sampling.apply(project_id, rows)
                 quality = self.quality
                 calls = [
                     c
@@ -94,7 +98,7 @@ class Worker:
                     if quality and quality.checks(row["service_name"]) and (c := call_of(project_id, row))
                 ]
                 llm_calls = [row for row in rows if row["is_llm"]] if watch_calls else []
-                prepared.append(Prepared(project_id, self.writer.prepare(rows), calls, llm_calls))
+                prepared.append(Prepared(project_id, self.writer.prepare(rows, dropped), calls, llm_calls))
             except Exception as exc:
                 log.exception("a batch of %d spans could not be processed", len(delivery.batch.spans))
                 prepared.append(exc)

@@ -1,6 +1,14 @@
 """Built-in plugins: shipped in the Lumina wheel, registered explicitly, inert until configured."""
 
-from lumina_plugins import alert_rules, alert_sinks, exact_match, jsonl_archiver, memory_queue, pricing_genai
+from lumina_plugins import (
+    alert_rules,
+    alert_sinks,
+    exact_match,
+    jsonl_archiver,
+    memory_queue,
+    pricing_genai,
+    samplers,
+)
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
 
 BUILTIN_PLUGINS = (
@@ -10,6 +18,7 @@ BUILTIN_PLUGINS = (
     alert_rules,
     alert_sinks,
     jsonl_archiver,
+    samplers,
     lumina_overrides,
     otel_genai,
     openinference,

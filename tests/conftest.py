@@ -131,3 +131,43 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.venv import build_wheel
 
     return build_wheel(tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source"))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for tests that run on PostgreSQL only."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def shared_nats_url() -> str:
+    """The machine's NATS (skips, or fails in CI, when it is down)."""
+    testing = pytest.importorskip("lumina_queue_nats.testing", reason="contrib/lumina-queue-nats is not installed")
+    return str(testing.shared_nats())
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Writes the ``lumina.toml`` every process of a multi-process test shares (PostgreSQL, NATS with streams
+    of the test's own, ``extra`` TOML after it); deletes those streams afterwards."""
+    testing = pytest.importorskip("lumina_queue_nats.testing", reason="contrib/lumina-queue-nats is not installed")
+    made: list[tuple[str, dict[str, str]]] = []
+
+    def write(database_url: str, nats_url: str, extra: str = "", **queue: object) -> Path:
+        names = testing.unique_names()
+        made.append((nats_url, names))
+        settings = {**names, "max_bytes": 256 * 1024**2, "dead_letter_max_bytes": 16 * 1024**2, **queue}
+        queue_lines = "\n".join(f"{key} = {value!r}" for key, value in settings.items()).replace("'", '"')
+        config = tmp_path / "lumina.toml"
+        config.write_text(
+            f'data_dir = "{tmp_path}"\n'
+            f'[storage]\nurl = "{database_url}"\n'
+            f'[queue]\ntype = "nats"\nservers = ["{nats_url}"]\nfetch_timeout_seconds = 0.5\n{queue_lines}\n{extra}'
+        )
+        return config
+
+    yield write
+    for nats_url, names in made:
+        if testing.reachable(nats_url):
+            asyncio.run(testing.delete_streams(nats_url, names))

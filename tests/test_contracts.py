@@ -21,9 +21,10 @@ from lumina_core.testing.contracts import (
     ExtractorContract,
     PricingProviderContract,
     QueueBackendContract,
+    SamplerContract,
     make_span,
 )
-from lumina_plugins import alert_rules, alert_sinks, exact_match, jsonl_archiver, memory_queue, pricing_genai
+from lumina_plugins import alert_rules, alert_sinks, exact_match, jsonl_archiver, memory_queue, pricing_genai, samplers
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,7 @@ CONTRACTS = {
     "extractor": "ExtractorContract",
     "pricing_provider": "PricingProviderContract",
     "queue_backend": "QueueBackendContract",
+    "sampler": "SamplerContract",
 }
 
 
@@ -137,6 +139,22 @@ class TestLogSink(BuiltIn, AlertSinkContract):
         return build("alert_sink", self.type_name)
 
     test_a_failed_delivery_raises = None  # it writes to Lumina's own log: nothing can refuse it
+
+
+class TestHeadSampler(BuiltIn, SamplerContract):
+    module, type_name = samplers, "head"
+
+    @pytest.fixture
+    def sampler(self) -> Any:
+        return build("sampler", self.type_name, {"ratio": 0.3})
+
+
+class TestConditionalSampler(BuiltIn, SamplerContract):
+    module, type_name = samplers, "conditional"
+
+    @pytest.fixture
+    def sampler(self) -> Any:
+        return build("sampler", self.type_name, {"ratio": 0.3})
 
 
 class TestJsonlArchiver(BuiltIn, ArchiverContract):

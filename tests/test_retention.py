@@ -9,13 +9,16 @@ import gzip
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
 
+from lumina_core import ComponentConfig, ComponentFactory, hookimpl
 from lumina_core.cli import main as cli
 from lumina_core.config import RetentionSettings
 from lumina_core.server import Endpoints
@@ -168,3 +171,48 @@ def test_the_most_specific_retention_wins() -> None:
     assert settings.days_for("eu", "chat") == 3
     assert settings.days_for("eu", "audit") == 90
     assert settings.days_for("eu") == 3
+
+
+class KeepInMemory:
+    """A third-party archiver: keeps what it is given in memory; ``fail`` makes it refuse."""
+
+    def __init__(self) -> None:
+        self.kept: dict[tuple[str, date], list[dict[str, Any]]] = {}
+        self.fail = False
+
+    async def archive(self, project_id: str, day: date, spans: list[dict[str, Any]]) -> str:
+        if self.fail:
+            raise OSError("the archive volume is full")
+        self.kept.setdefault((project_id, day), []).extend(spans)
+        return f"memory://{project_id}/{day}"
+
+    def read(self, path: Path) -> Iterator[list[dict[str, Any]]] | None:
+        return None
+
+
+class MemoryArchiverPlugin:
+    def __init__(self) -> None:
+        self.archiver = KeepInMemory()
+
+    @hookimpl
+    def lumina_register_archivers(self) -> list[ComponentFactory]:
+        return [ComponentFactory("memory", lambda ctx, config: self.archiver, ComponentConfig, "In memory.")]
+
+
+def test_an_archiver_plugin_gets_the_spans_first_and_a_refusal_keeps_them(lumina_server: Callable[..., Any]) -> None:
+    plugin = MemoryArchiverPlugin()
+    server = lumina_server(plugins=[plugin], settings={"retention.archiver": "memory", "retention.enabled": False})
+    for age in AGES_DAYS:
+        send_traces(server, "chat", age)
+    with httpx.Client(base_url=server.http_url) as api:
+        plugin.archiver.fail = True
+        refused = api.post("/api/v1/retention/run").json()
+        assert refused["spans"] == 0 and "archive volume is full" in refused["error"]
+        assert api.post("/api/v1/retention/run", params={"dry_run": "true"}).json()["spans"] == 12
+        plugin.archiver.fail = False
+        done = api.post("/api/v1/retention/run").json()
+        assert done == {"spans": 12, "traces": 4, "archives": sorted(done["archives"]), "error": None}
+        assert sum(len(rows) for rows in plugin.archiver.kept.values()) == 12
+        assert api.post("/api/v1/retention/run", params={"dry_run": "true"}).json()["spans"] == 0
+        retention = api.get("/api/v1/data").json()["retention"]
+        assert retention["days"] == 7 and retention["archiver"] == "memory" and retention["next_sweep"] is None

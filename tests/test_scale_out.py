@@ -4,7 +4,6 @@ in normal running, and when a worker is killed mid-batch, PostgreSQL restarts, o
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -23,26 +22,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from lumina_core.testing import llm_span, otlp_request
 from lumina_core.testing.processes import LuminaProcess, lumina_processes
-from tests.conftest import IN_CI, postgres_database
+from tests.conftest import IN_CI
 from tests.support.db import fetch_all
 
 lumina_queue_nats = pytest.importorskip("lumina_queue_nats", reason="contrib/lumina-queue-nats is not installed")
-from lumina_queue_nats.testing import NatsServer, delete_streams, reachable, shared_nats, unique_names  # noqa: E402
+from lumina_queue_nats.testing import NatsServer  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SpanKey = tuple[str, str]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture
-def shared_nats_url() -> str:
-    return shared_nats()
 
 
 @pytest.fixture
@@ -52,31 +40,6 @@ def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def write_config(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """Writes the ``lumina.toml`` every process of a test shares (PostgreSQL, NATS with streams of the test's
-    own); deletes those streams afterwards."""
-    made: list[tuple[str, dict[str, str]]] = []
-
-    def write(database_url: str, nats_url: str, **queue: object) -> Path:
-        names = unique_names()
-        made.append((nats_url, names))
-        settings = {**names, "max_bytes": 256 * 1024**2, "dead_letter_max_bytes": 16 * 1024**2, **queue}
-        queue_lines = "\n".join(f"{key} = {value!r}" for key, value in settings.items()).replace("'", '"')
-        config = tmp_path / "lumina.toml"
-        config.write_text(
-            f'data_dir = "{tmp_path}"\n'
-            f'[storage]\nurl = "{database_url}"\n'
-            f'[queue]\ntype = "nats"\nservers = ["{nats_url}"]\nfetch_timeout_seconds = 0.5\n{queue_lines}\n'
-        )
-        return config
-
-    yield write
-    for nats_url, names in made:
-        if reachable(nats_url):
-            asyncio.run(delete_streams(nats_url, names))
 
 
 class Acknowledged(SpanExporter):

@@ -19,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.storage.database import writing
 from lumina_core.storage.filters import SpanFilter, span_field_conditions
-from lumina_core.storage.models import HOUR_NS, TOKEN_COLUMNS, span_hours_table, spans_table, stale_hours_table
+from lumina_core.storage.models import (
+    HOUR_NS,
+    MINUTE_NS,
+    TOKEN_COLUMNS,
+    sampled_out_table,
+    span_hours_table,
+    spans_table,
+    stale_hours_table,
+)
 
 KEY_COLUMNS = ("service_name", "name", "model", "provider", "status", "is_llm", "counted", "pricing_status")
 """What an hourly row sums over: the dimensions analytics filter and group by."""
@@ -204,6 +212,12 @@ async def summed_source(
             start.label("last_seen_unix_nano"),
         ).where(*where(_s), sa.or_(*((start >= a) & (start < b) for a, b in from_spans)) if from_spans else sa.false())
     ]
+    o = sampled_out_table.c  # what samplers dropped, by the minute
+    parts.append(
+        sa.select(
+            *(o[name] for name in KEY_COLUMNS), o.slot_unix_nano.label("start"), *(o[name] for name in MEASURES)
+        ).where(*where(o), o.slot_unix_nano >= low // MINUTE_NS * MINUTE_NS, o.slot_unix_nano < high)
+    )
     if first_hour < end_hour:
         slot = _h.slot_unix_nano
         hours = [slot >= first_hour, slot < end_hour] + ([slot.not_in(stale)] if stale else [])

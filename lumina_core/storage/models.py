@@ -127,6 +127,7 @@ sa.Index("ix_traces_project_cost", traces_table.c.project_id, TRACE_COST_SORT)
 sa.Index("ix_traces_project_duration", traces_table.c.project_id, traces_table.c.duration_ms)
 
 HOUR_NS = 3600 * 10**9
+MINUTE_NS = 60 * 10**9
 
 
 class SpanHour(SQLModel, table=True):
@@ -173,6 +174,51 @@ class StaleHour(SQLModel, table=True):
     changed_unix_nano: int = Field(sa_type=sa.BigInteger)
 
 
+class SampledOut(SQLModel, table=True):
+    """Spans a sampler dropped, summed per project, minute and the dimensions of ``span_hours`` (with the
+    number of traces): analytics add these to what is stored, so totals stay those of all the traffic."""
+
+    __tablename__ = "sampled_out"
+    __table_args__ = (sa.Index("ix_sampled_out_project_slot", "project_id", "slot_unix_nano"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str
+    slot_unix_nano: int = Field(sa_type=sa.BigInteger, description="start of the UTC minute")
+    service_name: str
+    name: str
+    model: str | None = None
+    provider: str | None = None
+    status: str
+    is_llm: bool
+    counted: bool
+    pricing_status: str | None = None
+    requests: int = Field(sa_type=sa.BigInteger)
+    errors: int = Field(sa_type=sa.BigInteger)
+    cost_usd: float | None = None
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    first_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
+    last_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
+    traces: int = Field(sa_type=sa.BigInteger)
+    sampler: str = Field(description="the sampler type that dropped them")
+
+
+class UndecidedTrace(SQLModel, table=True):
+    """A trace that tail samplers have yet to judge, with when its spans last changed."""
+
+    __tablename__ = "undecided_traces"
+    __table_args__ = (sa.Index("ix_undecided_traces_changed", "changed_unix_nano"),)
+
+    project_id: str = Field(primary_key=True)
+    trace_id: str = Field(primary_key=True)
+    changed_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+sampled_out_table: sa.Table = SampledOut.__table__  # type: ignore[attr-defined]
+undecided_traces_table: sa.Table = UndecidedTrace.__table__  # type: ignore[attr-defined]
 span_hours_table: sa.Table = SpanHour.__table__  # type: ignore[attr-defined]
 stale_hours_table: sa.Table = StaleHour.__table__  # type: ignore[attr-defined]
 

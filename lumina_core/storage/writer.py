@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -13,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.storage.database import json_dumps, writing
 from lumina_core.storage.hours import mark_stale
-from lumina_core.storage.models import TOKEN_COLUMNS, spans_table, traces_table
+from lumina_core.storage.models import (
+    TOKEN_COLUMNS,
+    quality_results_table,
+    sampled_out_table,
+    spans_table,
+    traces_table,
+    undecided_traces_table,
+)
 from lumina_core.storage.projects import bump_data_version
 
 ROLLUP_CHUNK = 500
@@ -82,6 +90,8 @@ class PreparedRows:
     statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
     touched: dict[str, set[str]] = field(default_factory=dict)
     response_ids: dict[str, set[str]] = field(default_factory=dict)
+    sampled_out: list[dict[str, Any]] = field(default_factory=list)
+    """Sums of the spans a head sampler dropped, stored in the same transaction."""
 
 
 class SpanWriter:
@@ -91,8 +101,10 @@ class SpanWriter:
     columns serialised here: SQLAlchemy's per-row parameter processing cost more than the insert.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, track_undecided: bool = False) -> None:
         self.engine = engine
+        self.track_undecided = track_undecided
+        """List every written trace in ``undecided_traces`` (when tail samplers run)."""
         dialect = engine.dialect.name
         compiled = upsert(spans_table, dialect).compile(dialect=engine.dialect)
         self._upsert_spans_sql = str(compiled)
@@ -108,9 +120,9 @@ class SpanWriter:
         self._multi_row_cache: dict[int, str] = {}
         self._strip_nul = dialect == "postgresql"  # PostgreSQL text cannot hold NUL characters
 
-    def prepare(self, rows: Sequence[dict[str, Any]]) -> PreparedRows:
+    def prepare(self, rows: Sequence[dict[str, Any]], sampled_out: list[dict[str, Any]] | None = None) -> PreparedRows:
         """Turn span rows into driver parameters (pure CPU: the worker runs it off the event loop)."""
-        prepared = PreparedRows(count=len(rows))
+        prepared = PreparedRows(count=len(rows), sampled_out=sampled_out or [])
         for row in rows:
             prepared.touched.setdefault(row["project_id"], set()).add(row["trace_id"])
             if row["response_id"]:
@@ -160,7 +172,8 @@ class SpanWriter:
                 touched.setdefault(project_id, set()).update(ids)
             for project_id, ids in batch.response_ids.items():
                 response_ids.setdefault(project_id, set()).update(ids)
-        if not touched:
+        sampled_out = [row for batch in batches for row in batch.sampled_out]
+        if not touched and not sampled_out:
             return
         async with writing(self.engine) as conn:
             for batch in batches:
@@ -170,6 +183,52 @@ class SpanWriter:
                 touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
             for project_id, trace_ids in sorted(touched.items()):  # one lock order across writers
                 await self.refresh_rollups(conn, project_id, trace_ids)
+            if sampled_out:
+                await conn.execute(sa.insert(sampled_out_table), sampled_out)
+                for project_id in sorted({row["project_id"] for row in sampled_out} - set(touched)):
+                    await bump_data_version(conn, project_id)  # totals changed, though no span was stored
+            if self.track_undecided:
+                await self._list_undecided(conn, touched)
+
+    async def _list_undecided(self, conn: AsyncConnection, touched: dict[str, set[str]]) -> None:
+        now = time.time_ns()
+        rows = [{"project_id": p, "trace_id": t, "changed_unix_nano": now} for p, ids in touched.items() for t in ids]
+        if rows:
+            stmt = _dialect_insert(conn.dialect.name)(undecided_traces_table)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["project_id", "trace_id"],
+                    set_={"changed_unix_nano": stmt.excluded.changed_unix_nano},
+                ),
+                rows,
+            )
+
+    async def delete(self, conn: AsyncConnection, project_id: str, keys: Sequence[tuple[str, str]]) -> int:
+        """Delete these spans (``(trace_id, span_id)``) and their quality verdicts, inside ``conn``'s
+        transaction; their hours turn stale and their traces' rollups follow (a trace left without spans
+        goes). Returns how many traces went."""
+        trace_ids = sorted({trace_id for trace_id, _ in keys})
+        for i in range(0, len(trace_ids), ROLLUP_CHUNK):
+            await mark_stale(conn, project_id, trace_ids[i : i + ROLLUP_CHUNK])  # while the spans are still there
+        for table in (spans_table, quality_results_table):
+            c = table.c
+            for i in range(0, len(keys), ROLLUP_CHUNK):
+                chunk = list(keys[i : i + ROLLUP_CHUNK])
+                await conn.execute(
+                    sa.delete(table).where(c.project_id == project_id, sa.tuple_(c.trace_id, c.span_id).in_(chunk))
+                )
+        await self.refresh_rollups(conn, project_id, trace_ids)
+        s, t = spans_table.c, traces_table.c
+        empty = ~sa.exists().where(s.project_id == t.project_id, s.trace_id == t.trace_id)
+        gone = 0
+        for i in range(0, len(trace_ids), ROLLUP_CHUNK):
+            result = await conn.execute(
+                sa.delete(traces_table).where(
+                    t.project_id == project_id, t.trace_id.in_(trace_ids[i : i + ROLLUP_CHUNK]), empty
+                )
+            )
+            gone += result.rowcount or 0
+        return gone
 
     def _multi_row_sql(self, rows: int) -> str:
         sql = self._multi_row_cache.get(rows)

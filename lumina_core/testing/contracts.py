@@ -41,6 +41,7 @@ from lumina_core.plugin_api import (
     PriceRule,
     PricingProvider,
     QueueBackend,
+    Sampler,
     SpanBatch,
     SpanRecord,
     WindowStats,
@@ -54,6 +55,7 @@ __all__ = [
     "ExtractorContract",
     "PricingProviderContract",
     "QueueBackendContract",
+    "SamplerContract",
     "make_span",
     "sample_alert",
 ]
@@ -324,3 +326,25 @@ class ArchiverContract(_Registered):
         stray = tmp_path / "notes.txt"
         stray.write_text("not an archive")
         assert archiver.read(stray) is None
+
+
+class SamplerContract(_Registered):
+    """Fixtures: ``plugin``; ``sampler`` — configured to drop some traces."""
+
+    kind = "sampler"
+
+    def test_decides_the_same_for_every_batch_of_a_trace(self, sampler: Any) -> None:
+        assert isinstance(sampler, Sampler) and sampler.stage in ("head", "tail")
+        for i in range(200):
+            trace_id = f"{i * 7919:032x}"
+            spans = [archived_span(i, trace_id=trace_id, parent_span_id=None, service_name="svc")]
+            assert sampler.keep(trace_id, spans) == sampler.keep(trace_id, list(spans))
+
+    def test_keeps_some_traces_and_drops_others(self, sampler: Any) -> None:
+        import os
+
+        verdicts = set()
+        for i in range(500):
+            trace_id = os.urandom(16).hex()
+            verdicts.add(sampler.keep(trace_id, [archived_span(i, trace_id=trace_id, service_name="svc")]))
+        assert verdicts == {True, False}
