@@ -19,6 +19,7 @@ from lumina_web.overview import overview
 from lumina_web.quality import quality_page
 from lumina_web.queue import dead_letter_actions, queue_page
 from lumina_web.session import login, logout
+from lumina_web.settings import settings_page, sweep_action
 from lumina_web.traces import trace_list, trace_view
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
         Route("/alerts/{alert_id}/ack", alert_changes, methods=["POST"]),
         Route("/alerts/{alert_id}/resolve", alert_changes, methods=["POST"]),
         Route("/queue", page(dash, queue_page(dash)), methods=["GET"]),
+        Route("/settings", page(dash, settings_page(dash)), methods=["GET"]),
+        Route("/settings/sweep", page(dash, sweep_action(dash), scope="admin"), methods=["POST"]),
         Route("/queue/dead-letters/redrive", letter_changes, methods=["POST"]),
         Route("/queue/dead-letters/discard", letter_changes, methods=["POST"]),
         Route("/models/prices", edits, methods=["POST"]),

@@ -38,6 +38,7 @@ PAGES = (
     ("Alerts", "/alerts"),
     ("Models & pricing", "/models"),
     ("Queue", "/queue"),
+    ("Settings", "/settings"),
 )
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))

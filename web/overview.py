@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lumina_core.auth import Access
+from lumina_core.sampling import sampled_out_totals
 from lumina_core.storage import analytics
 from lumina_core.storage.filters import SpanFilter
 from lumina_core.storage.queries import list_traces
@@ -58,7 +59,7 @@ def overview(dash: Dashboard) -> Any:
                 lambda: analytics.aggregate(engine, project, flt, group_by, bucket, latency),
             )
 
-        totals, series, by_model, by_service, by_name, unpriced, (traces, _) = await asyncio.gather(
+        totals, series, by_model, by_service, by_name, unpriced, (traces, _), sampled = await asyncio.gather(
             agg(None, None, True),
             agg(None, when.bucket, True),
             agg("model", None, False),
@@ -66,6 +67,11 @@ def overview(dash: Dashboard) -> Any:
             agg("span_name", None, False),
             cache.get(project, ("unpriced",), lambda: analytics.models(engine, project, pricing_status="unpriced")),
             cache.get(project, ("top", flt, 5), lambda: list_traces(engine, project, flt, "-cost", 5)),
+            cache.get(
+                project,
+                ("sampled_out", when.start_ns, when.end_ns),
+                lambda: sampled_out_totals(engine, project, when.start_ns, when.end_ns),
+            ),
         )
         context = {
             "when": when,
@@ -76,6 +82,8 @@ def overview(dash: Dashboard) -> Any:
             "by_name": ranked(by_name),
             "unpriced": unpriced,
             "top_traces": traces,
+            "sampled": sampled,
+            "samplers": dash.lumina.settings.sampling.samplers,
         }
         return await dash.render(request, access, "overview.html", context)
 
