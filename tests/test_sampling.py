@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,9 @@ def test_head_sampling_keeps_its_share_of_whole_traces_across_two_worker_process
     config = write_config(pg_url, shared_nats_url, extra=sampling)
     roots, children, ids = split_traces(20_000)
     with lumina_processes(config, ("intake",), ("worker",), ("worker",)) as (intake, *workers):
-        for batch in roots:
-            post(intake.otlp_http_url, batch)
-        for batch in children:
-            post(intake.otlp_http_url, batch)
+        for batches in (roots, children):  # every root stored before any child is sent
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda batch: post(intake.otlp_http_url, batch), batches))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             [(stored,)] = fetch_all(pg_url, "SELECT count(*) FROM spans")
