@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -216,3 +217,30 @@ def test_an_archiver_plugin_gets_the_spans_first_and_a_refusal_keeps_them(lumina
         assert api.post("/api/v1/retention/run", params={"dry_run": "true"}).json()["spans"] == 0
         retention = api.get("/api/v1/data").json()["retention"]
         assert retention["days"] == 7 and retention["archiver"] == "memory" and retention["next_sweep"] is None
+
+
+def test_ingest_goes_on_while_the_sweep_deletes(
+    lumina_factory: Callable[..., Endpoints], database_url: str, tmp_path: Path
+) -> None:
+    server = lumina_factory(database_url)
+    for _ in range(10):
+        send_traces(server, "chat", 9, traces=50)  # 1,500 expired spans
+    config = write_config(tmp_path / "lumina.toml", database_url, tmp_path / "data", "batch_spans = 100\n")
+    sent: list[int] = []
+    sweeping = threading.Event()
+
+    def ingest() -> None:
+        while not sweeping.is_set() or len(sent) < 5:
+            send_traces(server, "chat", 0, traces=5)
+            sent.append(15)
+
+    sender = threading.Thread(target=ingest)
+    sender.start()
+    try:
+        swept = run_cli("retention", "run", "--config", str(config))
+    finally:
+        sweeping.set()
+        sender.join(60)
+    assert swept.startswith("default: deleted 1500 spans (500 traces)")
+    [(fresh,)] = fetch_all(database_url, f"SELECT count(*) FROM spans WHERE start_time_unix_nano > {NOW_NS - DAY_NS}")
+    assert fresh == sum(sent) > 0, "every export during the sweep was answered and stored"
