@@ -58,6 +58,8 @@ def lumina_server(
     ``storage_options`` are TOML lines added to ``[storage]``, ``more_config`` TOML tables after it. The
     process logs (level warning) to a file in ``workdir``, shown here if it wrote anything."""
     config = workdir / "lumina.toml"
+    if "[limits]" not in more_config:  # a benchmark sends more traces than a day's default limit
+        more_config += "\n[limits]\ndaily_traces = 0\n"
     config.write_text(f'data_dir = "{workdir}"\n[storage]\nurl = "{database_url}"\n{storage_options}\n{more_config}\n')
     server = start_lumina(config, ("all",), workdir=workdir, log_level="warning")
     try:

@@ -169,6 +169,7 @@ def write_config(workdir: Path, database_url: str, nats_url: str, names: dict[st
         f'data_dir = "{workdir}"\n'
         f'[storage]\nurl = "{database_url.replace("postgresql://", "postgresql+asyncpg://", 1)}"\n'
         f'[queue]\ntype = "nats"\nservers = ["{nats_url}"]\n{queue}\n'
+        "[limits]\ndaily_traces = 0\n"  # a benchmark sends more traces than a day's default limit
     )
     return config
 
