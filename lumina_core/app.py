@@ -21,7 +21,7 @@ from lumina_core.alerting.outbox import Outbox
 from lumina_core.api import operator
 from lumina_core.auth import Authenticator, is_loopback
 from lumina_core.components import build_components
-from lumina_core.config import CustomPriceSettings, Settings
+from lumina_core.config import CustomPriceSettings, Settings, secret_values
 from lumina_core.extraction import ExtractStage
 from lumina_core.intake.export import Intake
 from lumina_core.intake.grpc import create_grpc_server
@@ -31,6 +31,8 @@ from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
 from lumina_core.pricing import CustomPriceRule, PriceStage, PricingChain
 from lumina_core.quality import QualityMonitor
+from lumina_core.replay import store as replay_store
+from lumina_core.replay.runner import ReplayRunner
 from lumina_core.retention import RetentionSweeper
 from lumina_core.sampling import HeadSampling, TailSampling
 from lumina_core.storage import prices, queries
@@ -71,6 +73,13 @@ class Lumina:
         )
         self.outbox = Outbox(self.engine, components.alert_sinks, settings.alerts.delivery)
         self.alerts = AlertEngine(self.engine, settings.alerts, components.alert_rules, self.outbox.wake)
+        self.replay = ReplayRunner(
+            self.engine,
+            components.replay_executors,
+            PriceStage(self.pricing),
+            components.detectors,
+            secret_values(settings),
+        )
         self.retention = RetentionSweeper(self.engine, self.writer, settings.retention, components.archiver)
         self.worker = Worker(
             self.queue,
@@ -142,6 +151,34 @@ class Lumina:
         finally:
             await statistics.release()
 
+    async def _run_replays(self) -> None:
+        """Run the replay runs started through the API (queued, or left running by a process that stopped),
+        one process per run (a :class:`JobLock` on PostgreSQL)."""
+        running: dict[int, asyncio.Task[str]] = {}
+        while True:
+            await asyncio.sleep(1)
+            try:
+                for run_id in await replay_store.runs_to_run(self.engine):
+                    if run_id in running:
+                        continue
+                    lock = JobLock(self.engine, f"replay-run/{run_id}")
+                    if await lock.held():
+                        running[run_id] = asyncio.create_task(self._run_replay(run_id, lock))
+                for run_id in [r for r, task in running.items() if task.done()]:
+                    del running[run_id]
+            except Exception:
+                log.exception("starting replay runs failed")
+
+    async def _run_replay(self, run_id: int, lock: JobLock) -> str:
+        try:
+            return await self.replay.run(run_id)
+        except Exception as exc:
+            log.exception("replay run %d failed", run_id)
+            await replay_store.set_state(self.engine, run_id, "failed", str(exc)[:500])
+            return "failed"
+        finally:
+            await lock.release()
+
     def _start_task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=f"lumina-{name}")
         self._tasks.append(task)
@@ -161,6 +198,7 @@ class Lumina:
         if server.runs("worker"):
             self._worker_task = self._start_task(self.worker.run(), "worker")
             self._start_task(self._maintain_storage(), "storage-maintenance")
+            self._start_task(self._run_replays(), "replay")
             if self.tail_sampling.samplers:
                 self._start_task(self.tail_sampling.run(), "tail-sampling")
             if self.settings.retention.enabled:

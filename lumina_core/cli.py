@@ -181,6 +181,141 @@ def import_command(config: Path | None, archives: tuple[Path, ...]) -> None:
     _with_lumina(config, work)
 
 
+@main.group()
+def replay() -> None:
+    """Replay captured LLM calls with new parameters and compare (sets, runs)."""
+
+
+@replay.command("create")
+@config_option
+@click.argument("name")
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+@click.option("--service")
+@click.option("--span-name")
+@click.option("--model")
+@click.option("--since", help="calls started at or after this time (ISO 8601)")
+@click.option("--limit", type=int, default=200, show_default=True)
+@click.option("--sample", is_flag=True, help="a random sample rather than the newest calls")
+def replay_create(
+    config: Path | None,
+    name: str,
+    project: str,
+    service: str | None,
+    span_name: str | None,
+    model: str | None,
+    since: str | None,
+    limit: int,
+    sample: bool,
+) -> None:
+    """Freeze LLM calls matching the filters as a replay set."""
+    from lumina_core.config import to_unix_nano
+    from lumina_core.replay.store import ReplaySelection, create_set
+
+    start = to_unix_nano(datetime.fromisoformat(since.replace("Z", "+00:00"))) if since else None
+    selection = ReplaySelection(
+        service=service, span_name=span_name, model=model, start_ns=start, limit=limit, sample=sample
+    )
+    created = _run_on_database(config, lambda engine: create_set(engine, project, name, selection))
+    click.echo(f"replay set {created['id']}: {created['item_count']} calls")
+
+
+@replay.command("run")
+@config_option
+@click.argument("set_id", type=int)
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+@click.option("--model", help="replay with this model")
+@click.option("--provider", help="… on this provider (an executor must serve it)")
+@click.option("--temperature", type=float)
+@click.option("--max-tokens", type=int)
+@click.option("--top-p", type=float)
+@click.option("--system-prompt")
+@click.option("--find", help="replace this text in every prompt …")
+@click.option("--replace", default="", help="… by this")
+@click.option("--concurrency", type=int, default=5, show_default=True)
+@click.option("--rpm", type=float, help="requests per minute (evenly paced: also the load-test rate)")
+@click.option("--tpm", type=float, help="tokens per minute")
+def replay_run(
+    config: Path | None,
+    set_id: int,
+    project: str,
+    model: str | None,
+    provider: str | None,
+    temperature: float | None,
+    max_tokens: int | None,
+    top_p: float | None,
+    system_prompt: str | None,
+    find: str | None,
+    replace: str,
+    concurrency: int,
+    rpm: float | None,
+    tpm: float | None,
+) -> None:
+    """Run a replay set here, with a progress bar; if it stops, `lumina replay resume RUN` goes on."""
+    from lumina_core.replay import store
+
+    overrides = store.ReplayOverrides(
+        model=model,
+        provider=provider,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        top_p=top_p,
+        system_prompt=system_prompt,
+        find=find,
+        replace=replace,
+    )
+    limits = store.ReplayLimits(concurrency=concurrency, requests_per_minute=rpm, tokens_per_minute=tpm)
+
+    async def work(lumina: Any) -> None:
+        found = await store.get_set(lumina.engine, project, set_id)
+        if found is None:
+            raise click.ClickException(f"no replay set {set_id} in project {project}")
+        run = await store.create_run(lumina.engine, project, found, overrides, limits, "cli")
+        click.echo(f"replay run {run['id']}")
+        await _run_replay(lumina, run)
+
+    _with_lumina(config, work)
+
+
+@replay.command("resume")
+@config_option
+@click.argument("run_id", type=int)
+def replay_resume(config: Path | None, run_id: int) -> None:
+    """Go on with a run that stopped: calls already answered are not sent again."""
+    from lumina_core.replay import store
+
+    async def work(lumina: Any) -> None:
+        run = await store.get_run(lumina.engine, run_id)
+        if run is None:
+            raise click.ClickException(f"no replay run {run_id}")
+        await _run_replay(lumina, run)
+
+    _with_lumina(config, work)
+
+
+async def _run_replay(lumina: Any, run: dict[str, Any]) -> None:
+    from lumina_core.api.replay import run_detail
+
+    with click.progressbar(
+        length=run["item_count"], label=f"Replaying {run['item_count']} calls", file=sys.stderr
+    ) as bar:
+        state = await lumina.replay.run(run["id"], progress=bar.update)
+    detail = await run_detail(lumina, run)
+    click.echo(json.dumps({"run": run["id"], "state": state, **detail["summary"]}, indent=2))
+
+
+@replay.command("cancel")
+@config_option
+@click.argument("run_id", type=int)
+@click.option("--project", default=DEFAULT_PROJECT, show_default=True)
+def replay_cancel(config: Path | None, run_id: int, project: str) -> None:
+    """Stop a run: no new call is sent."""
+    from lumina_core.replay.store import cancel_run
+
+    if not _run_on_database(config, lambda engine: cancel_run(engine, project, run_id)):
+        raise click.ClickException(f"replay run {run_id} is not queued or running in project {project}")
+    click.echo(f"replay run {run_id} cancelled")
+
+
 def _with_lumina(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``work`` with a Lumina built from the configuration (plugins, prices, rules, sinks) but not serving,
     on its database migrated to the current schema."""

@@ -19,6 +19,7 @@ from lumina_core.plugin_api import (
     Extractor,
     PricingProvider,
     QueueBackend,
+    ReplayExecutor,
     Sampler,
 )
 from lumina_core.plugins import PluginHost
@@ -34,6 +35,7 @@ class Components:
     alert_rules: RuleKinds
     archiver: Archiver | None
     samplers: list[Sampler]
+    replay_executors: list[ReplayExecutor]
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -89,6 +91,7 @@ def configured_instances(settings: Settings) -> list[tuple[ComponentKind, str]]:
         *(("alert_rule", f"{rule.kind}/{rule.name}") for rule in settings.alerts.rules),
         *(("archiver", ref) for ref in [settings.retention.archiver] if ref),
         *(("sampler", ref) for ref in settings.sampling.samplers),
+        *(("replay_executor", ref) for ref in sorted(settings.replay_executors)),
     ]
 
 
@@ -148,6 +151,10 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
     ]
     unused = set(settings.samplers) - set(settings.sampling.samplers)
     errors.extend((f"samplers.{ref}", "configured but not listed in sampling.samplers") for ref in sorted(unused))
+    executors = [
+        _build(host, "replay_executor", ref, raw, f"replay_executors.{ref}", settings, errors, create)
+        for ref, raw in sorted(settings.replay_executors.items())
+    ]
     unused = set(settings.archivers) - {settings.retention.archiver}
     errors.extend((f"archivers.{ref}", "configured but not named by retention.archiver") for ref in sorted(unused))
     if errors:
@@ -172,7 +179,12 @@ def build_components(settings: Settings, host: PluginHost, *, create: bool = Tru
         for ref, sampler in zip(settings.sampling.samplers, samplers, strict=True):
             if not isinstance(sampler, Sampler) or sampler.stage not in ("head", "tail"):
                 raise ConfigError([(f"samplers.{ref}", "not a sampler: needs stage 'head' or 'tail' and keep()")])
-    return Components(extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules, archiver, samplers)
+        for ref, executor in zip(sorted(settings.replay_executors), executors, strict=True):
+            if not isinstance(executor, ReplayExecutor):
+                raise ConfigError([(f"replay_executors.{ref}", "not a replay executor: needs providers and execute()")])
+    return Components(
+        extractors, queue, pricing_providers, detectors, alert_sinks, alert_rules, archiver, samplers, executors
+    )
 
 
 def all_archivers(settings: Settings, host: PluginHost) -> list[Archiver]:

@@ -351,6 +351,9 @@ class Settings(Section):
     samplers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="config tables of samplers, keyed by type"
     )
+    replay_executors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="config tables of replay executors, keyed type or type/name"
+    )
 
     @property
     def database_url(self) -> str:
@@ -493,6 +496,24 @@ def _resolve_indirections(value: Any, env: Mapping[str, str], errors: list[tuple
             return ""
 
     return _INDIRECTION.sub(replace, value)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret-looking value in the settings (API keys, passwords …), to keep them out of stored text."""
+    found: list[str] = []
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str) and value and _SECRET_KEY.search(key):
+            found.append(value)
+
+    walk(settings.model_dump(mode="json"))
+    return found
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class ExtractStage:
             "links": span.links,
             "counted": True,
         }
-        row.update(_llm_columns(llm))
+        row.update(llm_columns(llm))
         return row
 
 
@@ -145,7 +145,7 @@ _EMPTY_LLM_COLUMNS: dict[str, Any] = {
 }
 
 
-def _llm_columns(llm: LLMFields | None) -> dict[str, Any]:
+def llm_columns(llm: LLMFields | None) -> dict[str, Any]:
     if llm is None:
         return _EMPTY_LLM_COLUMNS
     input_total, output_total = llm.input_tokens, llm.output_tokens

@@ -83,6 +83,17 @@ def lumina_register_samplers() -> list[ComponentFactory]:  # type: ignore[empty-
 
 
 @hookspec
+def lumina_register_replay_executors() -> list[ComponentFactory]:  # type: ignore[empty-body]
+    """Register replay executors, which send captured LLM calls again to a provider's API.
+
+    Called once while the app is built. Return a list of :class:`ComponentFactory` whose ``create``
+    returns a :class:`ReplayExecutor`. Instances are configured as ``[replay_executors."type/name"]``
+    (base URL, API key by ``${env:…}``); a replay run sends each call to the executor serving its
+    provider.
+    """
+
+
+@hookspec
 def lumina_register_archivers() -> list[ComponentFactory]:  # type: ignore[empty-body]
     """Register archivers, which keep spans before the retention sweep deletes them.
 

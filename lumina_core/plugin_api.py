@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -25,7 +25,15 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 ComponentKind = Literal[
-    "extractor", "queue_backend", "pricing_provider", "detector", "alert_rule", "alert_sink", "archiver", "sampler"
+    "extractor",
+    "queue_backend",
+    "pricing_provider",
+    "detector",
+    "alert_rule",
+    "alert_sink",
+    "archiver",
+    "sampler",
+    "replay_executor",
 ]
 Stability = Literal["stable", "beta", "alpha"]
 
@@ -320,6 +328,66 @@ def trace_ratio(trace_id: str) -> float:
     return int(trace_id[-16:], 16) / 2**64
 
 
+@dataclass(frozen=True)
+class ReplayCall:
+    """One captured LLM call to run again, with a replay run's overrides applied. ``messages`` are
+    ``{"role", "content"}`` dicts (roles ``user``, ``assistant``, ``tool``; the system prompt is apart);
+    ``extra`` holds further request parameters, passed to the provider as they are."""
+
+    provider: str
+    model: str
+    messages: list[dict[str, Any]]
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReplayAnswer:
+    """What the provider answered. Token counts are as the provider reports them, with
+    ``input_includes_cache`` saying whether ``input_tokens`` counts cache reads and writes (OpenAI: yes;
+    Anthropic: no), as in :class:`LLMFields`; Lumina prices them through its pricing chain."""
+
+    output_text: str
+    model: str | None = None
+    input_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    input_includes_cache: bool = True
+    finish_reason: str | None = None
+    response_id: str | None = None
+
+
+class ReplayRetryable(LuminaError):
+    """The provider could not answer now (rate limited, overloaded, a 5xx, a timeout, a lost connection);
+    the replay engine retries after ``retry_after`` seconds when the provider said, else with backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class ReplayExecutor(Protocol):
+    """Sends replayed LLM calls to a provider's API (through its official SDK) and returns its answer.
+
+    ``providers`` names the providers whose calls it runs (``"openai"``, ``"anthropic"``, or a name of
+    your own for an OpenAI-compatible server). ``execute`` raises :class:`ReplayRetryable` when trying
+    again may help, any other exception when it cannot (a bad request, an unknown model). It must not
+    retry by itself: the engine paces requests and counts the attempts. API keys come from the executor's
+    config (``${env:…}``), never from spans, and must not appear in what it returns or raises.
+    """
+
+    providers: tuple[str, ...]
+
+    async def execute(self, call: ReplayCall, timeout: float) -> ReplayAnswer: ...
+
+
 @runtime_checkable
 class Archiver(Protocol):
     """Keeps the spans the retention sweep is about to delete, so that ``lumina import`` can load them again.
@@ -605,6 +673,10 @@ __all__ = [
     "QueueFull",
     "QueueStatus",
     "QueueUnavailable",
+    "ReplayAnswer",
+    "ReplayCall",
+    "ReplayExecutor",
+    "ReplayRetryable",
     "Sampler",
     "SpanBatch",
     "SpanPanel",

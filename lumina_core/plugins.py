@@ -27,6 +27,7 @@ REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     "alert_sink": "lumina_register_alert_sinks",
     "archiver": "lumina_register_archivers",
     "sampler": "lumina_register_samplers",
+    "replay_executor": "lumina_register_replay_executors",
 }
 
 

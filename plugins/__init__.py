@@ -7,6 +7,7 @@ from lumina_plugins import (
     jsonl_archiver,
     memory_queue,
     pricing_genai,
+    replay_openai,
     samplers,
 )
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
@@ -19,6 +20,7 @@ BUILTIN_PLUGINS = (
     alert_sinks,
     jsonl_archiver,
     samplers,
+    replay_openai,
     lumina_overrides,
     otel_genai,
     openinference,

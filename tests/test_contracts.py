@@ -21,10 +21,20 @@ from lumina_core.testing.contracts import (
     ExtractorContract,
     PricingProviderContract,
     QueueBackendContract,
+    ReplayExecutorContract,
     SamplerContract,
     make_span,
 )
-from lumina_plugins import alert_rules, alert_sinks, exact_match, jsonl_archiver, memory_queue, pricing_genai, samplers
+from lumina_plugins import (
+    alert_rules,
+    alert_sinks,
+    exact_match,
+    jsonl_archiver,
+    memory_queue,
+    pricing_genai,
+    replay_openai,
+    samplers,
+)
 from lumina_plugins.extractors import lumina_overrides, openinference, openlit, openllmetry, otel_genai
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +46,7 @@ CONTRACTS = {
     "extractor": "ExtractorContract",
     "pricing_provider": "PricingProviderContract",
     "queue_backend": "QueueBackendContract",
+    "replay_executor": "ReplayExecutorContract",
     "sampler": "SamplerContract",
 }
 
@@ -155,6 +166,18 @@ class TestConditionalSampler(BuiltIn, SamplerContract):
     @pytest.fixture
     def sampler(self) -> Any:
         return build("sampler", self.type_name, {"ratio": 0.3})
+
+
+class TestOpenAIExecutor(BuiltIn, ReplayExecutorContract):
+    module, type_name = replay_openai, "openai"
+
+    @pytest.fixture
+    def provider(self) -> str:
+        return "openai"
+
+    @pytest.fixture
+    def executor(self, llm: Any, api_key: str) -> Any:
+        return build("replay_executor", self.type_name, {"api_key": api_key, "base_url": llm.openai_base_url})
 
 
 class TestJsonlArchiver(BuiltIn, ArchiverContract):

@@ -260,7 +260,7 @@ def endpoint(lumina: Lumina, operations: list[Operation]) -> Callable[[Request],
 
 
 def operations(lumina: Lumina) -> list[Operation]:
-    from lumina_core.api import alerts, analytics, data, keys, pricing, quality, queue, traces
+    from lumina_core.api import alerts, analytics, data, keys, pricing, quality, queue, replay, traces
 
     return [
         *traces.operations(lumina),
@@ -271,6 +271,7 @@ def operations(lumina: Lumina) -> list[Operation]:
         *keys.operations(lumina),
         *queue.operations(lumina),
         *data.operations(lumina),
+        *replay.operations(lumina),
     ]
 
 

@@ -453,3 +453,93 @@ alert_rules_table: sa.Table = AlertRuleRow.__table__  # type: ignore[attr-define
 alerts_table: sa.Table = AlertRow.__table__  # type: ignore[attr-defined]
 alert_events_table: sa.Table = AlertEventRow.__table__  # type: ignore[attr-defined]
 alert_outbox_table: sa.Table = AlertOutboxRow.__table__  # type: ignore[attr-defined]
+
+
+class ReplaySetRow(SQLModel, table=True):
+    """A frozen selection of LLM calls to replay; its items are copies, so retention does not change it."""
+
+    __tablename__ = "replay_sets"
+    __table_args__ = (sa.Index("ix_replay_sets_project", "project_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str
+    name: str
+    description: str = ""
+    selection: dict[str, Any] = _json(nullable=False)
+    item_count: int
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+class ReplayItemRow(SQLModel, table=True):
+    """One captured LLM call of a set: the request, and what it answered and cost then."""
+
+    __tablename__ = "replay_items"
+
+    set_id: int = Field(primary_key=True)
+    position: int = Field(primary_key=True)
+    trace_id: str
+    span_id: str
+    service_name: str
+    span_name: str
+    provider: str | None = None
+    model: str | None = None
+    input_messages: list[dict[str, Any]] | None = _json()
+    system_prompt: str | None = Field(default=None, sa_type=sa.Text)
+    invocation_parameters: dict[str, Any] | None = _json()
+    output_text: str | None = Field(default=None, sa_type=sa.Text)
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cost_usd: float | None = None
+    latency_ms: float
+
+
+class ReplayRunRow(SQLModel, table=True):
+    """A set replayed with overrides: ``state`` is queued, running, done, cancelled or failed."""
+
+    __tablename__ = "replay_runs"
+    __table_args__ = (sa.Index("ix_replay_runs_project", "project_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: str
+    set_id: int
+    overrides: dict[str, Any] = _json(nullable=False)
+    limits: dict[str, Any] = _json(nullable=False)
+    state: str
+    runner: str = Field(description="server (worker processes run it) or cli (the command that started it)")
+    item_count: int
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
+    finished_unix_nano: int | None = Field(default=None, sa_type=sa.BigInteger)
+    error: str | None = None
+
+
+class ReplayResultRow(SQLModel, table=True):
+    """One replayed call: the answer (or the error), its tokens, cost and latency, and how it compares."""
+
+    __tablename__ = "replay_results"
+
+    run_id: int = Field(primary_key=True)
+    position: int = Field(primary_key=True)
+    status: str = Field(description="ok or error")
+    output_text: str | None = Field(default=None, sa_type=sa.Text)
+    model: str | None = None
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    attempts: int
+    error: str | None = None
+    identical: bool | None = None
+    similarity: float | None = None
+    finished_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+replay_sets_table: sa.Table = ReplaySetRow.__table__  # type: ignore[attr-defined]
+replay_items_table: sa.Table = ReplayItemRow.__table__  # type: ignore[attr-defined]
+replay_runs_table: sa.Table = ReplayRunRow.__table__  # type: ignore[attr-defined]
+replay_results_table: sa.Table = ReplayResultRow.__table__  # type: ignore[attr-defined]

@@ -55,6 +55,7 @@ __all__ = [
     "ExtractorContract",
     "PricingProviderContract",
     "QueueBackendContract",
+    "ReplayExecutorContract",
     "SamplerContract",
     "make_span",
     "sample_alert",
@@ -348,3 +349,202 @@ class SamplerContract(_Registered):
             trace_id = os.urandom(16).hex()
             verdicts.add(sampler.keep(trace_id, [archived_span(i, trace_id=trace_id, service_name="svc")]))
         assert verdicts == {True, False}
+
+
+class ReplayExecutorContract(_Registered):
+    """Fixtures: ``plugin``; ``provider`` — a provider name the executor serves; ``executor`` — your executor
+    pointed at ``llm`` with the key ``api_key``; ``llm`` — a running
+    :class:`~lumina_core.testing.fake_llm.FakeLLM` that accepts only ``api_key`` (the suite gives one; tests
+    set its knobs, e.g. ``fail_first``); ``api_key`` — a recognisable secret (the suite gives one) that must
+    never show in an answer or an error.
+
+        @pytest.fixture
+        def executor(self, llm, api_key):
+            return MyExecutor(MyConfig(api_key=api_key, base_url=llm.openai_base_url))
+
+    Requests go to the fake's OpenAI (``/v1/chat/completions``) or Anthropic (``/v1/messages``) API; the
+    suite checks each in that API's own format.
+    """
+
+    kind = "replay_executor"
+
+    @pytest.fixture
+    def api_key(self) -> str:
+        return "sk-lumina-contract-SECRET-7f3a9c2e41d8"
+
+    @pytest.fixture
+    def llm(self, api_key: str) -> Any:
+        from lumina_core.testing.fake_llm import FakeLLM
+
+        with FakeLLM(api_key=api_key) as fake:
+            yield fake
+
+    @staticmethod
+    def call(provider: str, text: str = "hello", **changes: Any) -> Any:
+        """The call the suite replays: one user message, a system prompt, temperature and max_tokens."""
+        from lumina_core.plugin_api import ReplayCall
+
+        params: dict[str, Any] = {"system_prompt": "be brief", "temperature": 0.2, "max_tokens": 50}
+        return ReplayCall(provider, "some-model", [{"role": "user", "content": text}], **(params | changes))
+
+    def test_is_a_replay_executor(self, executor: Any, provider: str) -> None:
+        from lumina_core.plugin_api import ReplayExecutor
+
+        assert isinstance(executor, ReplayExecutor)
+        assert isinstance(executor.providers, tuple) and all(isinstance(p, str) for p in executor.providers)
+        assert provider in executor.providers
+
+    async def test_answers_with_the_text_and_the_usage_the_provider_reported(
+        self, executor: Any, llm: Any, provider: str
+    ) -> None:
+        from lumina_core.plugin_api import ReplayAnswer
+
+        answer = await executor.execute(self.call(provider), timeout=10)
+        assert isinstance(answer, ReplayAnswer)
+        assert "hello" in answer.output_text
+        [request] = llm.requests
+        reported = request.response
+        assert request.status == 200 and reported is not None
+        usage = reported["usage"]
+        if request.api == "openai":
+            assert (answer.input_tokens, answer.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+            assert answer.input_includes_cache is True, "OpenAI's prompt_tokens include cached tokens"
+        else:
+            assert (answer.input_tokens, answer.output_tokens) == (usage["input_tokens"], usage["output_tokens"])
+            assert answer.input_includes_cache is False, "Anthropic's input_tokens leave out cache reads and writes"
+        assert (answer.input_tokens or 0) > 0 and (answer.output_tokens or 0) > 0
+        assert answer.model == reported["model"]
+        assert answer.response_id == reported["id"]
+        assert answer.finish_reason in ("stop", "end_turn")
+
+    async def test_reports_cache_tokens_as_the_provider_does(self, executor: Any, llm: Any, provider: str) -> None:
+        llm.cache_read_tokens, llm.cache_write_tokens = 4, 2
+        answer = await executor.execute(self.call(provider), timeout=10)
+        [request] = llm.requests
+        usage = request.response["usage"]
+        if request.api == "openai":
+            assert answer.input_tokens == usage["prompt_tokens"] and answer.input_includes_cache is True
+            assert answer.cache_read_tokens == usage["prompt_tokens_details"]["cached_tokens"] == 4
+        else:
+            assert answer.input_tokens == usage["input_tokens"] and answer.input_includes_cache is False
+            assert answer.cache_read_tokens == usage["cache_read_input_tokens"] == 4
+            assert answer.cache_write_tokens == usage["cache_creation_input_tokens"] == 2
+
+    async def test_sends_the_call_in_the_providers_format(
+        self, executor: Any, llm: Any, provider: str, api_key: str
+    ) -> None:
+        from lumina_core.testing.fake_llm import text_of
+
+        await executor.execute(self.call(provider), timeout=10)
+        [request] = llm.requests
+        body = request.body
+        assert body["model"] == "some-model"
+        assert body["temperature"] == 0.2
+        authenticated = request.headers.get("x-api-key") == api_key
+        authenticated |= request.headers.get("authorization") == f"Bearer {api_key}"
+        assert authenticated, "the executor authenticates with its configured key"
+        messages = body["messages"]
+        if request.api == "openai":
+            system, *rest = messages
+            assert system["role"] in ("system", "developer") and text_of(system["content"]) == "be brief"
+            assert [(m["role"], text_of(m["content"])) for m in rest] == [("user", "hello")]
+            assert body.get("max_tokens", body.get("max_completion_tokens")) == 50
+        elif request.api == "anthropic":
+            assert text_of(body["system"]) == "be brief"
+            assert [(m["role"], text_of(m["content"])) for m in messages] == [("user", "hello")]
+            assert body["max_tokens"] == 50
+        else:
+            pytest.fail(f"the executor called {request.path}: neither OpenAI's nor Anthropic's API")
+
+    async def test_passes_top_p_and_extra_parameters_as_they_are(self, executor: Any, llm: Any, provider: str) -> None:
+        call = self.call(provider, top_p=0.9, extra={"metadata": {"user_id": "replay-1"}})
+        await executor.execute(call, timeout=10)
+        [request] = llm.requests
+        assert request.body["top_p"] == 0.9
+        assert request.body["metadata"] == {"user_id": "replay-1"}
+
+    async def test_a_rate_limit_is_retryable_after_what_the_provider_said(
+        self, executor: Any, llm: Any, provider: str
+    ) -> None:
+        from lumina_core.plugin_api import ReplayRetryable
+
+        llm.fail_first, llm.fail_status, llm.retry_after = 1, 429, 2
+        with pytest.raises(ReplayRetryable) as raised:
+            await executor.execute(self.call(provider), timeout=10)
+        assert raised.value.retry_after == 2
+        assert [r.status for r in llm.requests] == [429], "the executor must not retry by itself"
+
+    @pytest.mark.parametrize("status", [500, 503, 529])
+    async def test_a_failing_or_overloaded_provider_is_retryable(
+        self, executor: Any, llm: Any, provider: str, status: int
+    ) -> None:
+        from lumina_core.plugin_api import ReplayRetryable
+
+        llm.fail_first, llm.fail_status, llm.retry_after = 1, status, None
+        with pytest.raises(ReplayRetryable) as raised:
+            await executor.execute(self.call(provider), timeout=10)
+        assert raised.value.retry_after is None, "the provider did not say when: the engine backs off"
+        assert [r.status for r in llm.requests] == [status], "the executor must not retry by itself"
+
+    @pytest.mark.parametrize("status", [400, 401, 404])
+    async def test_a_refused_call_is_not_retryable_and_says_why(
+        self, executor: Any, llm: Any, provider: str, status: int
+    ) -> None:
+        from lumina_core.plugin_api import ReplayRetryable
+
+        llm.fail_first, llm.fail_status = 1, status
+        with pytest.raises(Exception) as raised:  # any exception but ReplayRetryable
+            await executor.execute(self.call(provider), timeout=10)
+        assert not isinstance(raised.value, ReplayRetryable), f"a {status} will not go away by trying again"
+        [request] = llm.requests
+        assert request.status == status
+        assert str(status) in str(raised.value), "name the status"
+        assert request.response["error"]["message"] in str(raised.value), "name the provider's reason"
+
+    async def test_a_timeout_is_retryable(self, executor: Any, llm: Any, provider: str) -> None:
+        import time
+
+        from lumina_core.plugin_api import ReplayRetryable
+
+        llm.latency = 5
+        started = time.monotonic()
+        with pytest.raises(ReplayRetryable):
+            await executor.execute(self.call(provider), timeout=0.5)
+        assert time.monotonic() - started < 4, "execute keeps to its timeout"
+        assert len(llm.requests) == 1, "the executor must not retry by itself"
+
+    async def test_an_unreachable_provider_is_retryable(self, executor: Any, llm: Any, provider: str) -> None:
+        from lumina_core.plugin_api import ReplayRetryable
+
+        llm.stop()
+        with pytest.raises(ReplayRetryable):
+            await executor.execute(self.call(provider), timeout=5)
+
+    async def test_the_api_key_never_shows(self, executor: Any, llm: Any, provider: str, api_key: str) -> None:
+        import traceback
+
+        answer = await executor.execute(self.call(provider), timeout=10)
+        shown = [repr(answer), str(answer)]
+        for status in (429, 500, 400, 401, 403):
+            llm.fail_first, llm.fail_status = 1, status
+            try:
+                await executor.execute(self.call(provider), timeout=10)
+            except Exception as exc:
+                shown += [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+            else:
+                pytest.fail(f"a {status} did not raise")
+        for text in shown:
+            assert api_key not in text
+
+    async def test_runs_calls_concurrently(self, executor: Any, llm: Any, provider: str) -> None:
+        import asyncio
+        import time
+
+        llm.latency = 0.5
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(executor.execute(self.call(provider, f"hello {i}"), timeout=10) for i in range(20))
+        )
+        assert time.monotonic() - started < 5, "20 calls of 0.5 s each ran one after another"
+        assert [a.output_text.endswith(f"hello {i}") for i, a in enumerate(answers)] == [True] * 20
+        assert llm.peak_concurrency > 1
