@@ -150,9 +150,11 @@ def test_the_rate_limit_holds_and_429s_are_retried(server: Any, llm: FakeLLM) ->
     assert sum(item["replay"]["attempts"] for item in detail["items"]) == 12 + 3
     arrivals = sorted(r.at for r in llm.requests)
     assert len(arrivals) == 15
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.08, f"every request, retries too, is paced 0.1 s apart: {gaps}"
+    # Every request, retries too, is paced 0.1 s apart (give or take the network's jitter of one request).
+    too_fast = [(i, j) for i in range(15) for j in range(i + 1, 15) if arrivals[j] - arrivals[i] < (j - i) * 0.1 - 0.06]
+    assert too_fast == [], [round(b - a, 3) for a, b in itertools.pairwise(arrivals)]
     assert arrivals[-1] - arrivals[0] >= 1.0
+    assert detail["summary"]["calls_per_second"] <= 10.5, "the load-test rate is what was asked"
 
 
 def test_cancelling_stops_spending(server: Any, llm: FakeLLM) -> None:

@@ -277,6 +277,8 @@ def summary(run: dict[str, Any], compared: list[dict[str, Any]]) -> dict[str, An
     identical = [c["replay"]["identical"] for c in ok if c["replay"]["identical"] is not None]
     priced = [c for c in ok if c["replay"]["cost_usd"] is not None and c["original"]["cost_usd"] is not None]
     latencies = sorted(c["replay"]["latency_ms"] for c in ok if c["replay"]["latency_ms"] is not None)
+    starts = [c["replay"]["finished_unix_nano"] - (c["replay"]["latency_ms"] or 0) * 1e6 for c in ok]
+    spread_s = (max(starts) - min(starts)) / 1e9 if len(starts) > 1 else 0
     return {
         "items": run["item_count"],
         "finished": len(replayed),
@@ -293,4 +295,5 @@ def summary(run: dict[str, Any], compared: list[dict[str, Any]]) -> dict[str, An
         ),
         "latency_p50_ms": latencies[len(latencies) // 2] if latencies else None,
         "latency_p95_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] if latencies else None,
+        "calls_per_second": (len(starts) - 1) / spread_s if spread_s > 0 else None,  # answered calls, by their start
     }
