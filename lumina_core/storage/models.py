@@ -89,7 +89,17 @@ class Span(SQLModel, table=True):
     links: list[dict[str, Any]] = _json(nullable=False)
 
 
-class Trace(SQLModel, table=True):
+class TokenCounts(SQLModel):
+    """The token buckets (DESIGN §6), as columns of the tables that keep or sum them."""
+
+    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Trace(TokenCounts, table=True):
     """Rollup of a trace's spans, recomputed from ``spans`` whenever a batch touches the trace."""
 
     __tablename__ = "traces"
@@ -111,11 +121,6 @@ class Trace(SQLModel, table=True):
     llm_span_count: int
     error_count: int
     status: str
-    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
     cost_usd: float | None = None
 
 
@@ -130,7 +135,25 @@ HOUR_NS = 3600 * 10**9
 MINUTE_NS = 60 * 10**9
 
 
-class SpanHour(SQLModel, table=True):
+class SpanSums(TokenCounts):
+    """What ``span_hours`` and ``sampled_out`` sum spans over (``KEY_COLUMNS``) and sum (``MEASURES``)."""
+
+    service_name: str
+    name: str
+    model: str | None = None
+    provider: str | None = None
+    status: str
+    is_llm: bool
+    counted: bool
+    pricing_status: str | None = None
+    requests: int = Field(sa_type=sa.BigInteger)
+    errors: int = Field(sa_type=sa.BigInteger)
+    cost_usd: float | None = None
+    first_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
+    last_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
+
+
+class SpanHour(SpanSums, table=True):
     """Spans summed per project, UTC hour and kind of span (service, name, model, provider, status…).
 
     Analytics read these instead of millions of spans. An hour is only summed once it is settled; until
@@ -143,24 +166,6 @@ class SpanHour(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_id: str
     slot_unix_nano: int = Field(sa_type=sa.BigInteger, description="start of the UTC hour")
-    service_name: str
-    name: str
-    model: str | None = None
-    provider: str | None = None
-    status: str
-    is_llm: bool
-    counted: bool
-    pricing_status: str | None = None
-    requests: int = Field(sa_type=sa.BigInteger)
-    errors: int = Field(sa_type=sa.BigInteger)
-    cost_usd: float | None = None
-    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    first_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
-    last_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
 
 
 class StaleHour(SQLModel, table=True):
@@ -174,7 +179,7 @@ class StaleHour(SQLModel, table=True):
     changed_unix_nano: int = Field(sa_type=sa.BigInteger)
 
 
-class SampledOut(SQLModel, table=True):
+class SampledOut(SpanSums, table=True):
     """Spans a sampler dropped, summed per project, minute and the dimensions of ``span_hours`` (with the
     number of traces): analytics add these to what is stored, so totals stay those of all the traffic."""
 
@@ -184,24 +189,6 @@ class SampledOut(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     project_id: str
     slot_unix_nano: int = Field(sa_type=sa.BigInteger, description="start of the UTC minute")
-    service_name: str
-    name: str
-    model: str | None = None
-    provider: str | None = None
-    status: str
-    is_llm: bool
-    counted: bool
-    pricing_status: str | None = None
-    requests: int = Field(sa_type=sa.BigInteger)
-    errors: int = Field(sa_type=sa.BigInteger)
-    cost_usd: float | None = None
-    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    first_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
-    last_seen_unix_nano: int = Field(sa_type=sa.BigInteger)
     traces: int = Field(sa_type=sa.BigInteger)
     sampler: str = Field(description="the sampler type that dropped them")
 
@@ -470,7 +457,7 @@ class ReplaySetRow(SQLModel, table=True):
     created_unix_nano: int = Field(sa_type=sa.BigInteger)
 
 
-class ReplayItemRow(SQLModel, table=True):
+class ReplayItemRow(TokenCounts, table=True):
     """One captured LLM call of a set: the request, and what it answered and cost then."""
 
     __tablename__ = "replay_items"
@@ -487,11 +474,6 @@ class ReplayItemRow(SQLModel, table=True):
     system_prompt: str | None = Field(default=None, sa_type=sa.Text)
     invocation_parameters: dict[str, Any] | None = _json()
     output_text: str | None = Field(default=None, sa_type=sa.Text)
-    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
     cost_usd: float | None = None
     latency_ms: float
 
@@ -515,7 +497,7 @@ class ReplayRunRow(SQLModel, table=True):
     error: str | None = None
 
 
-class ReplayResultRow(SQLModel, table=True):
+class ReplayResultRow(TokenCounts, table=True):
     """One replayed call: the answer (or the error), its tokens, cost and latency, and how it compares."""
 
     __tablename__ = "replay_results"
@@ -525,11 +507,6 @@ class ReplayResultRow(SQLModel, table=True):
     status: str = Field(description="ok or error")
     output_text: str | None = Field(default=None, sa_type=sa.Text)
     model: str | None = None
-    input_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_read_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    cache_write_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    output_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
-    reasoning_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
     cost_usd: float | None = None
     latency_ms: float | None = None
     attempts: int
