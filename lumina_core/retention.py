@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumina_core.config import RetentionSettings
 from lumina_core.plugin_api import Archiver
 from lumina_core.storage.database import JobLock, writing
-from lumina_core.storage.models import projects_table, spans_table
+from lumina_core.storage.models import projects_table, sampled_batches_table, sampled_out_table, spans_table
 from lumina_core.storage.writer import SpanWriter
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,11 @@ class RetentionSweeper:
         self.settings = settings
         self.archiver = archiver
 
-    def expired(self, project_id: str, services: Iterable[str], now_ns: int) -> sa.ColumnElement[bool]:
-        """Spans of the project older than their service's retention (0 days: never)."""
+    def expired(
+        self, project_id: str, services: Iterable[str], now_ns: int, table: sa.Table = spans_table
+    ) -> sa.ColumnElement[bool]:
+        """Rows of the project (spans, or ``sampled_out`` sums) older than their service's retention (0
+        days: never)."""
 
         def cutoff(days: int) -> int:
             return now_ns - days * DAY_NS if days else 0
@@ -64,10 +67,14 @@ class RetentionSweeper:
         default = cutoff(self.settings.days_for(project_id))
         special = {svc: cutoff(self.settings.days_for(project_id, svc)) for svc in services}
         special = {svc: c for svc, c in special.items() if c != default}
+        col = table.c
         limit = (
-            sa.case(*((_s.service_name == svc, c) for svc, c in special.items()), else_=default) if special else default
+            sa.case(*((col.service_name == svc, at) for svc, at in special.items()), else_=default)
+            if special
+            else default
         )
-        return (_s.project_id == project_id) & (_s.start_time_unix_nano < limit)
+        start = col.start_time_unix_nano if table is spans_table else col.slot_unix_nano
+        return (col.project_id == project_id) & (start < limit)
 
     async def _projects(self) -> list[tuple[str, list[str]]]:
         """Every project with the services named in its settings (the others take the defaults)."""
@@ -101,9 +108,16 @@ class RetentionSweeper:
             try:
                 while await self._sweep_batch(project_id, where, done):
                     await asyncio.sleep(self.settings.pause_seconds)
+                sums = self.expired(project_id, services, now_ns, sampled_out_table)
+                async with writing(self.engine) as conn:  # what samplers dropped then goes too
+                    await conn.execute(sa.delete(sampled_out_table).where(sums))
             except Exception as exc:
                 done.error = f"{exc.__class__.__name__}: {exc}"
                 log.exception("retention sweep of project %s stopped; what was not archived is kept", project_id)
+        if not dry_run:
+            async with writing(self.engine) as conn:  # a batch is redelivered within minutes, not days
+                b = sampled_batches_table.c
+                await conn.execute(sa.delete(sampled_batches_table).where(b.created_unix_nano < now_ns - DAY_NS))
         return {p: r for p, r in report.items() if r.spans or r.error}
 
     async def _sweep_batch(self, project_id: str, where: sa.ColumnElement[bool], done: ProjectSweep) -> bool:

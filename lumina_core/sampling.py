@@ -15,6 +15,7 @@ the decision starts a new trace that is judged on its own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -27,7 +28,7 @@ from lumina_core.plugin_api import Sampler
 from lumina_core.storage.database import JobLock, writing
 from lumina_core.storage.hours import KEY_COLUMNS
 from lumina_core.storage.models import MINUTE_NS, TOKEN_COLUMNS, sampled_out_table, spans_table, undecided_traces_table
-from lumina_core.storage.writer import SpanWriter
+from lumina_core.storage.writer import SpanWriter, add_sampled_out
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,16 @@ def _sum(values: Iterable[Any]) -> Any:
 
 def dropped_sums(project_id: str, rows: Sequence[dict[str, Any]], sampler: str) -> list[dict[str, Any]]:
     """``sampled_out`` rows for dropped spans: summed per minute and ``span_hours`` dimensions. A trace is
-    counted where its root span is."""
+    counted where its root span is; a call reported by several spans (one response id) counts once."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    responses: set[str] = set()
     for row in rows:
+        counted = row["counted"] and row.get("response_id") not in responses
+        if row.get("response_id"):
+            responses.add(row["response_id"])
         slot = row["start_time_unix_nano"] // MINUTE_NS * MINUTE_NS
-        groups.setdefault((slot, *(row[k] for k in KEY_COLUMNS)), []).append(row)
+        key = tuple(counted if k == "counted" else row[k] for k in KEY_COLUMNS)
+        groups.setdefault((slot, *key), []).append(row)
     out = []
     for (slot, *keys), spans in groups.items():
         starts = [s["start_time_unix_nano"] for s in spans]
@@ -69,10 +75,29 @@ def dropped_sums(project_id: str, rows: Sequence[dict[str, Any]], sampler: str) 
 
 
 def by_trace(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Span rows grouped by trace id, in the order they came."""
     traces: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         traces.setdefault(row["trace_id"], []).append(row)
     return traces
+
+
+def dropped_by(samplers: list[tuple[str, Sampler]], trace_id: str, spans: list[dict[str, Any]]) -> str | None:
+    """The name of the first sampler that drops the trace, or ``None`` when all keep it. A sampler that
+    fails keeps the trace (and the failure is logged): losing data to a bug is worse than storing it."""
+    for name, sampler in samplers:
+        try:
+            if not sampler.keep(trace_id, spans):
+                return name
+        except Exception:
+            log.exception("sampler %s failed on trace %s; keeping it", name, trace_id)
+    return None
+
+
+def batch_key(rows: Iterable[dict[str, Any]]) -> str:
+    """The identity of a set of dropped spans, so that a batch delivered twice is counted once."""
+    ids = sorted(f"{row['trace_id']}{row['span_id']}" for row in rows)
+    return hashlib.sha256("".join(ids).encode()).hexdigest()
 
 
 class HeadSampling:
@@ -81,19 +106,23 @@ class HeadSampling:
     def __init__(self, samplers: list[tuple[str, Sampler]]) -> None:
         self.samplers = samplers
 
-    def apply(self, project_id: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The rows kept, and the ``sampled_out`` sums of those dropped."""
+    def apply(
+        self, project_id: str, rows: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, list[dict[str, Any]]]]]:
+        """The rows kept, and the ``sampled_out`` sums of those dropped under their batch key."""
         if not self.samplers:
             return rows, []
         kept: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
         sums: list[dict[str, Any]] = []
         for trace_id, spans in by_trace(rows).items():
-            dropped_by = next((name for name, s in self.samplers if not s.keep(trace_id, spans)), None)
-            if dropped_by is None:
+            sampler = dropped_by(self.samplers, trace_id, spans)
+            if sampler is None:
                 kept += spans
             else:
-                sums += dropped_sums(project_id, spans, dropped_by)
-        return kept, sums
+                dropped += spans
+                sums += dropped_sums(project_id, spans, sampler)
+        return kept, ([(f"{project_id}/{batch_key(dropped)}", sums)] if dropped else [])
 
 
 class TailSampling:
@@ -106,7 +135,6 @@ class TailSampling:
         self.writer = writer
         self.samplers = samplers
         self.wait_seconds = wait_seconds
-        self.dropped = 0
 
     async def run(self) -> None:
         """Judge quiet traces until cancelled; of processes sharing a PostgreSQL database, one judges."""
@@ -142,26 +170,30 @@ class TailSampling:
                 query = sa.select(spans_table).where(s.project_id == project_id, s.trace_id.in_(ids))
                 spans[project_id] = [dict(row) for row in (await conn.execute(query)).mappings()]
         for project_id, rows in spans.items():
-            traces = by_trace(rows)
-            dropped: list[dict[str, Any]] = []
-            sums: list[dict[str, Any]] = []
-            for trace_id, trace in traces.items():
-                dropped_by = next((name for name, x in self.samplers if not x.keep(trace_id, trace)), None)
-                if dropped_by is not None:
-                    dropped += trace
-                    sums += dropped_sums(project_id, trace, dropped_by)
-            judged = [(t, changed) for p, t, changed in due if p == project_id]
+            judged = {t: changed for p, t, changed in due if p == project_id}
+            verdicts = {t: dropped_by(self.samplers, t, trace) for t, trace in by_trace(rows).items()}
             async with writing(self.engine) as conn:
-                if dropped:
-                    await self.writer.delete(conn, project_id, [(r["trace_id"], r["span_id"]) for r in dropped])
-                    await conn.execute(sa.insert(sampled_out_table), sums)
-                for trace_id, changed in judged:  # a trace written to meanwhile stays, to be judged again
-                    await conn.execute(
+                await self.writer.lock_traces(conn, project_id, sorted(judged))
+                decided = set()
+                for trace_id, changed in judged.items():  # a trace written to meanwhile stays, to be judged again
+                    gone = await conn.execute(
                         sa.delete(undecided_traces_table).where(
                             u.project_id == project_id, u.trace_id == trace_id, u.changed_unix_nano == changed
                         )
                     )
-            self.dropped += len({r["trace_id"] for r in dropped})
+                    if gone.rowcount:
+                        decided.add(trace_id)
+                dropped = [r for r in rows if r["trace_id"] in decided and verdicts[r["trace_id"]] is not None]
+                if dropped:
+                    await self.writer.delete(conn, project_id, [(r["trace_id"], r["span_id"]) for r in dropped])
+                    await add_sampled_out(
+                        conn,
+                        [
+                            (f"{project_id}/{batch_key(trace)}", dropped_sums(project_id, trace, sampler))
+                            for trace_id, trace in by_trace(dropped).items()
+                            if (sampler := verdicts[trace_id]) is not None
+                        ],
+                    )
         return len(due)
 
 

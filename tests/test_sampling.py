@@ -175,3 +175,41 @@ def test_a_sampler_plugin_judges_whole_traces(lumina_server: Callable[..., Any],
     wait_until_judged(tmp_path / "lumina-0" / "lumina.db")
     users = fetch_all(f"sqlite+aiosqlite:///{tmp_path / 'lumina-0' / 'lumina.db'}", "SELECT user_id FROM spans")
     assert users == [("ada",)]
+
+
+def test_a_dropped_batch_delivered_twice_is_counted_once(database_url: str) -> None:
+    """Queues deliver at least once: the sums of what a head sampler dropped are keyed by the dropped
+    spans, so a redelivered batch (or an exporter's retry of the same spans) adds nothing."""
+    import asyncio
+
+    from lumina_core.components import build_components
+    from lumina_core.config import load_settings
+    from lumina_core.extraction import ExtractStage
+    from lumina_core.intake.decode import spans_from_request
+    from lumina_core.plugin_api import SpanBatch
+    from lumina_core.plugins import PluginHost
+    from lumina_core.sampling import HeadSampling
+    from lumina_core.storage.database import create_engine, migrate
+    from lumina_core.storage.writer import SpanWriter
+    from lumina_plugins.samplers import HeadSampler, HeadSamplerConfig
+
+    stage = ExtractStage(build_components(load_settings(None, env={}), PluginHost(entry_points=False)).extractors)
+    spans = [llm_span(input_tokens=10) for _ in range(20)]  # 20 single-span traces
+    rows = stage.rows(SpanBatch("default", spans_from_request(otlp_request(spans)).spans))
+    kept, dropped = HeadSampling([("head", HeadSampler(HeadSamplerConfig(ratio=0)))]).apply("default", rows)
+    assert kept == [] and len(dropped) == 1
+
+    async def deliver_twice() -> None:
+        engine = create_engine(database_url)
+        try:
+            await migrate(engine)
+            writer = SpanWriter(engine)
+            for _ in range(2):
+                await writer.write(writer.prepare([], dropped))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(deliver_twice())
+    assert fetch_all(database_url, "SELECT SUM(requests), SUM(traces), SUM(input_tokens) FROM sampled_out") == [
+        (20, 20, 200)
+    ]

@@ -38,8 +38,13 @@ async def aggregate(
     """Requests, errors, cost, token buckets and (with ``latency``) latency percentiles of the spans
     matching ``flt``, per ``group_by`` value and per time ``bucket`` (UTC-aligned), in time order."""
     width = BUCKETS[bucket] if bucket else None
-    summable = not latency and hours.can_sum(flt) and (group_by is None or group_by in GROUPS) and bucket != "minute"
+    summable = hours.can_sum(flt) and (group_by is None or group_by in GROUPS) and bucket != "minute"
     async with engine.connect() as conn:
+        percentiles: dict[tuple[Any, Any], dict[str, Any]] = {}
+        if summable and latency:  # counts and sums from the hours (sampled-out calls included), percentiles
+            query = _span_query(project_id, flt, group_by, width, True, engine.dialect.name)  # from kept spans
+            for row in (await conn.execute(query)).mappings():
+                percentiles[(row["grp"], row["slot"])] = {name: row[name] for name in PERCENTILES}
         if summable:
             source = await hours.summed_source(conn, project_id, flt, counted_only=True)
             group = source.c[GROUPS[group_by]] if group_by else None
@@ -61,6 +66,8 @@ async def aggregate(
             item["bucket_unix_nano"] = row["slot"]
         item["group"] = row["grp"]
         item.update({k: v for k, v in row.items() if k not in ("grp", "slot", *_SEEN)})
+        if summable and latency:
+            item.update(percentiles.get((row["grp"], row["slot"]), dict.fromkeys(PERCENTILES)))
         item["errors"] = int(item["errors"] or 0)
         item["error_rate"] = item["errors"] / item["requests"] if item["requests"] else None
         out.append(item)

@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -28,6 +29,11 @@ def json_dumps(value: Any) -> str:
     except orjson.JSONEncodeError:
         text = orjson.dumps({"unencodable": reprlib.repr(value)}).decode()
     return text.replace("\\u0000", "\\ufffd")
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` (PostgreSQL's or SQLite's)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def create_engine(url: str, *, sqlite_synchronous: str = "full") -> AsyncEngine:

@@ -14,14 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lumina_core.storage.database import writing
+from lumina_core.storage.database import dialect_insert, writing
 from lumina_core.storage.filters import SpanFilter, span_field_conditions
 from lumina_core.storage.models import (
     HOUR_NS,
-    MINUTE_NS,
     TOKEN_COLUMNS,
     sampled_out_table,
     span_hours_table,
@@ -35,10 +33,6 @@ MEASURES = ("requests", "errors", "cost_usd", *TOKEN_COLUMNS, "first_seen_unix_n
 MAX_END_NS = 2**63 - 1
 
 _s, _h, _stale = spans_table.c, span_hours_table.c, stale_hours_table.c
-
-
-def _insert(dialect: str, table: sa.Table) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _hour_of(start: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
@@ -57,7 +51,7 @@ async def mark_stale(conn: AsyncConnection, project_id: str, trace_ids: list[str
         .where(_s.project_id == project_id, _s.trace_id.in_(trace_ids))
         .distinct()
     )
-    stmt = _insert(conn.dialect.name, stale_hours_table).from_select(
+    stmt = dialect_insert(conn.dialect.name, stale_hours_table).from_select(
         ["project_id", "slot_unix_nano", "version", "changed_unix_nano"], select
     )
     await conn.execute(
@@ -216,7 +210,7 @@ async def summed_source(
     parts.append(
         sa.select(
             *(o[name] for name in KEY_COLUMNS), o.slot_unix_nano.label("start"), *(o[name] for name in MEASURES)
-        ).where(*where(o), o.slot_unix_nano >= low // MINUTE_NS * MINUTE_NS, o.slot_unix_nano < high)
+        ).where(*where(o), o.slot_unix_nano >= low, o.slot_unix_nano < high)
     )
     if first_hour < end_hour:
         slot = _h.slot_unix_nano

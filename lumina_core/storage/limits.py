@@ -11,21 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumina_core.storage.database import writing
+from lumina_core.storage.database import dialect_insert, writing
 from lumina_core.storage.models import daily_traces_table, daily_usage_table
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
 _u, _t = daily_usage_table.c, daily_traces_table.c
-
-
-def _insert(dialect: str, table: sa.Table) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 @dataclass(frozen=True)
@@ -71,7 +66,7 @@ class DailyLimiter:
                 await conn.execute(sa.delete(daily_traces_table).where(_t.day < day))
                 self._cleaned_day = day
             row = {"project_id": project_id, "day": day, "traces": 0, "refused_traces": 0, "refused_spans": 0}
-            await conn.execute(_insert(dialect, daily_usage_table).values(row).on_conflict_do_nothing())
+            await conn.execute(dialect_insert(dialect, daily_usage_table).values(row).on_conflict_do_nothing())
             usage = sa.select(_u.traces).where(_u.project_id == project_id, _u.day == day)
             if dialect == "postgresql":
                 usage = usage.with_for_update()  # concurrent admissions of this project and day take turns

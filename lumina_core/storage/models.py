@@ -186,11 +186,20 @@ class SampledOut(SpanSums, table=True):
     __tablename__ = "sampled_out"
     __table_args__ = (sa.Index("ix_sampled_out_project_slot", "project_id", "slot_unix_nano"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger().with_variant(sa.Integer(), "sqlite"))
     project_id: str
     slot_unix_nano: int = Field(sa_type=sa.BigInteger, description="start of the UTC minute")
     traces: int = Field(sa_type=sa.BigInteger)
     sampler: str = Field(description="the sampler type that dropped them")
+
+
+class SampledBatch(SQLModel, table=True):
+    """A dropped batch already summed into ``sampled_out``: a redelivered batch is not summed again."""
+
+    __tablename__ = "sampled_batches"
+
+    batch_key: str = Field(primary_key=True, description="SHA-256 of the dropped spans' ids")
+    created_unix_nano: int = Field(sa_type=sa.BigInteger)
 
 
 class UndecidedTrace(SQLModel, table=True):
@@ -205,6 +214,7 @@ class UndecidedTrace(SQLModel, table=True):
 
 
 sampled_out_table: sa.Table = SampledOut.__table__  # type: ignore[attr-defined]
+sampled_batches_table: sa.Table = SampledBatch.__table__  # type: ignore[attr-defined]
 undecided_traces_table: sa.Table = UndecidedTrace.__table__  # type: ignore[attr-defined]
 span_hours_table: sa.Table = SpanHour.__table__  # type: ignore[attr-defined]
 stale_hours_table: sa.Table = StaleHour.__table__  # type: ignore[attr-defined]

@@ -7,25 +7,25 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lumina_core.storage.database import dialect_insert
 from lumina_core.storage.models import api_keys_table, projects_table
 
 
-def _insert(dialect: str) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(projects_table)
-
-
 async def ensure_project(conn: AsyncConnection, project_id: str) -> None:
-    stmt = _insert(conn.dialect.name).values(id=project_id, created_unix_nano=time.time_ns(), data_version=0)
+    stmt = dialect_insert(conn.dialect.name, projects_table).values(
+        id=project_id, created_unix_nano=time.time_ns(), data_version=0
+    )
     await conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
 
 
 async def bump_data_version(conn: AsyncConnection, project_id: str) -> None:
     """Mark the project's data as changed, inside the transaction that changes it (creating the project
     when it is seen for the first time)."""
-    stmt = _insert(conn.dialect.name).values(id=project_id, created_unix_nano=time.time_ns(), data_version=1)
+    stmt = dialect_insert(conn.dialect.name, projects_table).values(
+        id=project_id, created_unix_nano=time.time_ns(), data_version=1
+    )
     await conn.execute(
         stmt.on_conflict_do_update(index_elements=["id"], set_={"data_version": projects_table.c.data_version + 1})
     )

@@ -9,14 +9,14 @@ from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lumina_core.storage.database import json_dumps, writing
+from lumina_core.storage.database import dialect_insert, json_dumps, writing
 from lumina_core.storage.hours import mark_stale
 from lumina_core.storage.models import (
     TOKEN_COLUMNS,
     quality_results_table,
+    sampled_batches_table,
     sampled_out_table,
     spans_table,
     traces_table,
@@ -29,13 +29,9 @@ spans_twin = spans_table.alias("twin")
 _STATUS_RANK = {"ok": 0, "degraded": 1, "error": 2}
 
 
-def _dialect_insert(dialect: str) -> Any:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 def upsert(table: sa.Table, dialect: str) -> Any:
     """``INSERT … ON CONFLICT (primary key) DO UPDATE`` every other column."""
-    stmt = _dialect_insert(dialect)(table)
+    stmt = dialect_insert(dialect, table)
     keys = [c.name for c in table.primary_key.columns]
     return stmt.on_conflict_do_update(
         index_elements=keys,
@@ -75,7 +71,7 @@ def _trace_rollup(dialect: str) -> Any:
         .where(s.trace_id.in_(sa.bindparam("trace_ids", expanding=True)))
         .group_by(s.project_id, s.trace_id)
     )
-    stmt = _dialect_insert(dialect)(traces_table).from_select(list(columns), select)
+    stmt = dialect_insert(dialect, traces_table).from_select(list(columns), select)
     keys = ["project_id", "trace_id"]
     return stmt.on_conflict_do_update(
         index_elements=keys, set_={name: stmt.excluded[name] for name in columns if name not in keys}
@@ -90,8 +86,9 @@ class PreparedRows:
     statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
     touched: dict[str, set[str]] = field(default_factory=dict)
     response_ids: dict[str, set[str]] = field(default_factory=dict)
-    sampled_out: list[dict[str, Any]] = field(default_factory=list)
-    """Sums of the spans a head sampler dropped, stored in the same transaction."""
+    sampled_out: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    """Sums of the spans a head sampler dropped, under the key of what was dropped (stored in the same
+    transaction, once however often the batch is delivered)."""
 
 
 class SpanWriter:
@@ -120,7 +117,9 @@ class SpanWriter:
         self._multi_row_cache: dict[int, str] = {}
         self._strip_nul = dialect == "postgresql"  # PostgreSQL text cannot hold NUL characters
 
-    def prepare(self, rows: Sequence[dict[str, Any]], sampled_out: list[dict[str, Any]] | None = None) -> PreparedRows:
+    def prepare(
+        self, rows: Sequence[dict[str, Any]], sampled_out: list[tuple[str, list[dict[str, Any]]]] | None = None
+    ) -> PreparedRows:
         """Turn span rows into driver parameters (pure CPU: the worker runs it off the event loop)."""
         prepared = PreparedRows(count=len(rows), sampled_out=sampled_out or [])
         for row in rows:
@@ -129,6 +128,8 @@ class SpanWriter:
                 prepared.response_ids.setdefault(row["project_id"], set()).add(row["response_id"])
         tuples = self._span_tuples(rows)
         k = self._rows_per_statement
+        if not tuples:  # every span sampled out
+            return prepared
         if k == 1:
             prepared.statements.append((self._upsert_spans_sql, tuples))
             return prepared
@@ -172,7 +173,7 @@ class SpanWriter:
                 touched.setdefault(project_id, set()).update(ids)
             for project_id, ids in batch.response_ids.items():
                 response_ids.setdefault(project_id, set()).update(ids)
-        sampled_out = [row for batch in batches for row in batch.sampled_out]
+        sampled_out = [dropped for batch in batches for dropped in batch.sampled_out]
         if not touched and not sampled_out:
             return
         async with writing(self.engine) as conn:
@@ -183,10 +184,8 @@ class SpanWriter:
                 touched[project_id] |= await self._count_each_call_once(conn, project_id, ids)
             for project_id, trace_ids in sorted(touched.items()):  # one lock order across writers
                 await self.refresh_rollups(conn, project_id, trace_ids)
-            if sampled_out:
-                await conn.execute(sa.insert(sampled_out_table), sampled_out)
-                for project_id in sorted({row["project_id"] for row in sampled_out} - set(touched)):
-                    await bump_data_version(conn, project_id)  # totals changed, though no span was stored
+            for project_id in sorted(await add_sampled_out(conn, sampled_out) - set(touched)):
+                await bump_data_version(conn, project_id)  # totals changed, though no span was stored
             if self.track_undecided:
                 await self._list_undecided(conn, touched)
 
@@ -194,7 +193,7 @@ class SpanWriter:
         now = time.time_ns()
         rows = [{"project_id": p, "trace_id": t, "changed_unix_nano": now} for p, ids in touched.items() for t in ids]
         if rows:
-            stmt = _dialect_insert(conn.dialect.name)(undecided_traces_table)
+            stmt = dialect_insert(conn.dialect.name, undecided_traces_table)
             await conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["project_id", "trace_id"],
@@ -208,6 +207,7 @@ class SpanWriter:
         transaction; their hours turn stale and their traces' rollups follow (a trace left without spans
         goes). Returns how many traces went."""
         trace_ids = sorted({trace_id for trace_id, _ in keys})
+        await self.lock_traces(conn, project_id, trace_ids)  # first, as writers do: no deadlock between them
         for i in range(0, len(trace_ids), ROLLUP_CHUNK):
             await mark_stale(conn, project_id, trace_ids[i : i + ROLLUP_CHUNK])  # while the spans are still there
         for table in (spans_table, quality_results_table):
@@ -238,7 +238,7 @@ class SpanWriter:
             sql = self._multi_row_cache[rows] = f"{head} VALUES {', '.join([one + ')'] * rows)} {tail}"
         return sql
 
-    async def _lock_traces(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
+    async def lock_traces(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
         """On PostgreSQL, hold a transaction lock per trace before its rollup is recomputed.
 
         Otherwise two transactions writing spans of one trace each compute the rollup from a snapshot
@@ -259,7 +259,7 @@ class SpanWriter:
         hours of their spans stale, and raise the project's data version so that cached query results
         are recomputed."""
         ids = sorted(trace_ids)
-        await self._lock_traces(conn, project_id, ids)
+        await self.lock_traces(conn, project_id, ids)
         for i in range(0, len(ids), ROLLUP_CHUNK):
             chunk = ids[i : i + ROLLUP_CHUNK]
             await conn.execute(self._rollup_traces, {"project_id": project_id, "trace_ids": chunk})
@@ -296,3 +296,16 @@ class SpanWriter:
         scope = (s.project_id == project_id) & s.response_id.in_(shared)
         await conn.execute(sa.update(spans_table).where(scope).values(counted=~earlier_report))
         return set((await conn.execute(sa.select(s.trace_id).where(scope).distinct())).scalars())
+
+
+async def add_sampled_out(conn: AsyncConnection, dropped: Sequence[tuple[str, list[dict[str, Any]]]]) -> set[str]:
+    """Add the sums of dropped spans to ``sampled_out``, each under its key only once (a batch delivered
+    again is not counted again); returns the projects whose totals changed."""
+    changed: set[str] = set()
+    now = time.time_ns()
+    for key, rows in dropped:
+        stmt = dialect_insert(conn.dialect.name, sampled_batches_table).values(batch_key=key, created_unix_nano=now)
+        if rows and (await conn.execute(stmt.on_conflict_do_nothing())).rowcount:
+            await conn.execute(sa.insert(sampled_out_table), rows)
+            changed |= {row["project_id"] for row in rows}
+    return changed

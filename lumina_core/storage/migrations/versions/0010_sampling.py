@@ -1,5 +1,5 @@
-"""Sampling: what samplers dropped, summed per minute like span_hours; and the traces tail samplers have
-yet to judge.
+"""Sampling: what samplers dropped, summed per minute like span_hours (once per dropped batch, however
+often it is delivered); and the traces tail samplers have yet to judge.
 
 Revision ID: 0010
 Revises: 0009
@@ -19,7 +19,7 @@ TOKENS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tok
 def upgrade() -> None:
     op.create_table(
         "sampled_out",
-        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
         sa.Column("project_id", sa.String(), nullable=False),
         sa.Column("slot_unix_nano", sa.BigInteger(), nullable=False),
         sa.Column("service_name", sa.String(), nullable=False),
@@ -41,6 +41,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_sampled_out_project_slot", "sampled_out", ["project_id", "slot_unix_nano"])
     op.create_table(
+        "sampled_batches",
+        sa.Column("batch_key", sa.String(), primary_key=True),
+        sa.Column("created_unix_nano", sa.BigInteger(), nullable=False),
+    )
+    op.create_table(
         "undecided_traces",
         sa.Column("project_id", sa.String(), primary_key=True),
         sa.Column("trace_id", sa.String(), primary_key=True),
@@ -51,4 +56,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("undecided_traces")
+    op.drop_table("sampled_batches")
     op.drop_table("sampled_out")
