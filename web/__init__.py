@@ -18,6 +18,7 @@ from lumina_web.models import models_page, price_edits
 from lumina_web.overview import overview
 from lumina_web.quality import quality_page
 from lumina_web.queue import dead_letter_actions, queue_page
+from lumina_web.replay import compare_page, replay_page, run_cancel, run_page, run_start, set_creation
 from lumina_web.session import login, logout
 from lumina_web.settings import settings_page, sweep_action
 from lumina_web.traces import trace_list, trace_view
@@ -46,6 +47,12 @@ def routes(lumina: Lumina) -> list[BaseRoute]:
         Route("/alerts/{alert_id}", page(dash, alert_page(dash)), methods=["GET"]),
         Route("/alerts/{alert_id}/ack", alert_changes, methods=["POST"]),
         Route("/alerts/{alert_id}/resolve", alert_changes, methods=["POST"]),
+        Route("/replay", page(dash, replay_page(dash)), methods=["GET"]),
+        Route("/replay/sets", page(dash, set_creation(dash), scope="admin"), methods=["POST"]),
+        Route("/replay/runs", page(dash, run_start(dash), scope="admin"), methods=["POST"]),
+        Route("/replay/compare", page(dash, compare_page(dash)), methods=["GET"]),
+        Route("/replay/runs/{run_id}", page(dash, run_page(dash)), methods=["GET"]),
+        Route("/replay/runs/{run_id}/cancel", page(dash, run_cancel(dash), scope="admin"), methods=["POST"]),
         Route("/queue", page(dash, queue_page(dash)), methods=["GET"]),
         Route("/settings", page(dash, settings_page(dash)), methods=["GET"]),
         Route("/settings/sweep", page(dash, sweep_action(dash), scope="admin"), methods=["POST"]),

@@ -37,6 +37,7 @@ PAGES = (
     ("Quality", "/quality"),
     ("Alerts", "/alerts"),
     ("Models & pricing", "/models"),
+    ("Replay", "/replay"),
     ("Queue", "/queue"),
     ("Settings", "/settings"),
 )
