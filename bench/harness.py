@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import asyncpg
 import grpc
 import httpx
 import sqlalchemy as sa
@@ -48,6 +50,25 @@ async def count_spans(database_url: str) -> int:
 async def stale_hours(database_url: str) -> int:
     """Hours of spans the server has yet to sum for analytics."""
     return await count_rows(database_url, "stale_hours")
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new database ``lumina_bench_<random>`` (its asyncpg URL without driver), dropped afterwards."""
+    name = f"lumina_bench_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import nats
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import log_lines, send_all
+from harness import fresh_database, log_lines, send_all
 from workload import requests
 
 from lumina_core.testing.processes import LuminaProcess, lumina_processes
@@ -114,25 +113,6 @@ def client_cpu() -> float:
 
 
 # --- the services: a fresh database, fresh NATS streams ----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new database ``lumina_bench_<random>`` (its asyncpg URL without driver), dropped afterwards."""
-    name = f"lumina_bench_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def stream_messages(nats_url: str, streams: list[str], delete: bool = False) -> dict[str, int]:
