@@ -235,14 +235,23 @@ class Lumina:
         raise ConfigError([("server.host", message)])
 
     async def stop(self) -> None:
+        """Stop taking spans (gRPC), let the worker finish the batch it is storing and ack it, close the
+        queue (what still waits in the in-process queue is refused: its clients retry), then the jobs."""
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=5)
+        if self._worker_task is not None:
+            await self._finish(self._worker_task)
         await self.queue.stop()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await self._finish(task)
         await self.engine.dispose()
+
+    @staticmethod
+    async def _finish(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        [outcome] = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            log.error("%s had failed: %r", task.get_name(), outcome)
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         """What ``/-/ready`` reports: the database and the queue, and the worker's jobs where it runs. An

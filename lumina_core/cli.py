@@ -18,6 +18,7 @@ from lumina_core.components import build_components, configured_instances
 from lumina_core.config import Settings, default_config_path, load_settings, read_settings, redacted
 from lumina_core.plugin_api import ConfigError
 from lumina_core.plugins import PluginHost
+from lumina_core.retention import SweepRunning
 from lumina_core.storage.projects import create_key, list_keys, revoke_key
 
 T = TypeVar("T")
@@ -144,7 +145,10 @@ def retention_run(config: Path | None, dry_run: bool) -> None:
     """Sweep now (the server sweeps every day at 00:00 UTC): archive, then delete, expired spans."""
 
     async def work(lumina: Any) -> dict[str, Any]:
-        return {p: r.as_dict() for p, r in (await lumina.retention.sweep(dry_run=dry_run)).items()}
+        try:
+            return {p: r.as_dict() for p, r in (await lumina.retention.sweep(dry_run=dry_run)).items()}
+        except SweepRunning as exc:
+            raise click.ClickException(str(exc)) from exc
 
     report = _with_lumina(config, work)
     verb = "would delete" if dry_run else "deleted"

@@ -257,8 +257,13 @@ class RetentionSettings(Section):
     archiver: str | None = Field(
         None, description="archive spans before deleting them: an archiver type, e.g. 'jsonl' (default: none)"
     )
-    batch_spans: int = Field(5000, gt=0, description="spans archived and deleted per transaction")
-    pause_seconds: float = Field(0.05, ge=0, description="rest between batches, so ingest goes on meanwhile")
+    batch_spans: int = Field(5000, gt=0, description="at most this many spans archived and deleted per transaction")
+    transaction_seconds: float = Field(
+        0.2, gt=0, description="batches shrink or grow so that each delete transaction takes about this long"
+    )
+    pause_seconds: float = Field(
+        0.05, ge=0, description="least rest between batches; the sweep rests at least as long as it wrote"
+    )
 
     def days_for(self, project_id: str, service: str | None = None) -> int:
         """The retention of a project's service, or (``service=None``) of the project's other services."""

@@ -28,6 +28,7 @@ from lumina_core.config import QualitySettings
 from lumina_core.plugin_api import Detector
 from lumina_core.storage import queries
 from lumina_core.storage.database import writing
+from lumina_core.storage.filters import span_keys
 from lumina_core.storage.models import projects_table, quality_baselines_table, quality_results_table, spans_table
 from lumina_core.storage.writer import SpanWriter, upsert
 
@@ -368,14 +369,12 @@ class QualityMonitor:
             chunk = keys[i : i + CHUNK]
             await conn.execute(
                 sa.update(spans_table)
-                .where(s.project_id == project_id, s.status == "ok", sa.tuple_(s.trace_id, s.span_id).in_(chunk))
+                .where(span_keys(s, project_id, chunk), s.status == "ok")
                 .values(status="degraded")
             )
             r = quality_results_table.c  # every detector's verdict on the span says so
             await conn.execute(
-                sa.update(quality_results_table)
-                .where(r.project_id == project_id, sa.tuple_(r.trace_id, r.span_id).in_(chunk))
-                .values(degraded=True)
+                sa.update(quality_results_table).where(span_keys(r, project_id, chunk)).values(degraded=True)
             )
         await self.writer.refresh_rollups(conn, project_id, {trace_id for trace_id, _ in keys})
 

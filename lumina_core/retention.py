@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.config import RetentionSettings
 from lumina_core.plugin_api import Archiver
-from lumina_core.storage.database import JobLock, writing
-from lumina_core.storage.models import projects_table, sampled_batches_table, sampled_out_table, spans_table
+from lumina_core.storage.database import JobLock, take_write_lock, writing
+from lumina_core.storage.models import DAY_NS, projects_table, sampled_batches_table, sampled_out_table, spans_table
 from lumina_core.storage.writer import SpanWriter
 
 log = logging.getLogger(__name__)
 
-DAY_NS = 86_400 * 10**9
+MIN_BATCH_SPANS = 100
+
 _s = spans_table.c
 
 
@@ -46,7 +47,20 @@ def _day(start_ns: int) -> date:
     return datetime.fromtimestamp(start_ns / 1e9, UTC).date()
 
 
+class SweepRunning(Exception):
+    """Another process is sweeping this database now."""
+
+
 class RetentionSweeper:
+    """Archives, then deletes, what is older than its retention (per project, per service), one sweep at a
+    time per database.
+
+    Deletes go in batches sized so that each transaction takes about ``transaction_seconds`` (up to
+    ``batch_spans`` spans), and after each the sweep rests at least as long as the transaction took: on
+    SQLite, where a writer holds the database's one write lock, ingest waits for at most one short
+    transaction and gets the lock at least half the time.
+    """
+
     def __init__(
         self, engine: AsyncEngine, writer: SpanWriter, settings: RetentionSettings, archiver: Archiver | None
     ) -> None:
@@ -54,6 +68,7 @@ class RetentionSweeper:
         self.writer = writer
         self.settings = settings
         self.archiver = archiver
+        self._batch = min(MIN_BATCH_SPANS, settings.batch_spans)
 
     def expired(
         self, project_id: str, services: Iterable[str], now_ns: int, table: sa.Table = spans_table
@@ -92,7 +107,18 @@ class RetentionSweeper:
     ) -> dict[str, ProjectSweep]:
         """Archive and delete (or, ``dry_run``, count) what is expired at ``now_ns``, project by project (or
         in ``project`` only). A project whose archiving fails keeps everything not yet archived; the others
-        go on."""
+        go on. Raises ``SweepRunning`` while another process sweeps (a dry run never waits)."""
+        if dry_run:
+            return await self._sweep(now_ns, dry_run=True, project=project)
+        lock = JobLock(self.engine, "retention-sweep")
+        if not await lock.held():
+            raise SweepRunning("a retention sweep is already running on this database; try again when it ends")
+        try:
+            return await self._sweep(now_ns, dry_run=False, project=project)
+        finally:
+            await lock.release()
+
+    async def _sweep(self, now_ns: int | None, *, dry_run: bool, project: str | None) -> dict[str, ProjectSweep]:
         now_ns = now_ns if now_ns is not None else time.time_ns()
         report: dict[str, ProjectSweep] = {}
         for project_id, services in await self._projects():
@@ -106,8 +132,8 @@ class RetentionSweeper:
                     done.spans, done.traces = (await conn.execute(query)).one()
                 continue
             try:
-                while await self._sweep_batch(project_id, where, done):
-                    await asyncio.sleep(self.settings.pause_seconds)
+                while (held := await self._sweep_batch(project_id, where, done)) is not None:
+                    await asyncio.sleep(max(self.settings.pause_seconds, held))
                 sums = self.expired(project_id, services, now_ns, sampled_out_table)
                 async with writing(self.engine) as conn:  # what samplers dropped then goes too
                     await conn.execute(sa.delete(sampled_out_table).where(sums))
@@ -120,13 +146,15 @@ class RetentionSweeper:
                 await conn.execute(sa.delete(sampled_batches_table).where(b.created_unix_nano < now_ns - DAY_NS))
         return {p: r for p, r in report.items() if r.spans or r.error}
 
-    async def _sweep_batch(self, project_id: str, where: sa.ColumnElement[bool], done: ProjectSweep) -> bool:
-        """Archive and delete the oldest batch of expired spans; False when none are left."""
+    async def _sweep_batch(self, project_id: str, where: sa.ColumnElement[bool], done: ProjectSweep) -> float | None:
+        """Archive and delete the oldest batch of expired spans; returns how long the delete transaction
+        took, or None when no more are left."""
+        size = self._batch
         async with self.engine.connect() as conn:
-            query = sa.select(spans_table).where(where).order_by(_s.start_time_unix_nano)
-            rows = [dict(row) for row in (await conn.execute(query.limit(self.settings.batch_spans))).mappings()]
+            query = sa.select(spans_table).where(where).order_by(_s.start_time_unix_nano).limit(size)
+            rows = [dict(row) for row in (await conn.execute(query)).mappings()]
         if not rows:
-            return False
+            return None
         if self.archiver is not None:
             by_day: dict[date, list[dict[str, Any]]] = {}
             for row in rows:
@@ -135,9 +163,15 @@ class RetentionSweeper:
                 done.archives.add(await self.archiver.archive(project_id, day, spans))
         keys = [(row["trace_id"], row["span_id"]) for row in rows]
         async with writing(self.engine) as conn:
+            await take_write_lock(conn)  # timed from here: waiting for ingest's writes is not the sweep's own
+            started = time.perf_counter()
             done.traces += await self.writer.delete(conn, project_id, keys)
+        held = time.perf_counter() - started
         done.spans += len(rows)
-        return len(rows) == self.settings.batch_spans
+        scale = min(2.0, self.settings.transaction_seconds / max(held, 0.001))
+        most = self.settings.batch_spans
+        self._batch = max(min(MIN_BATCH_SPANS, most), min(most, int(size * scale)))
+        return held if len(rows) == size else None
 
     @staticmethod
     def next_sweep(now: datetime) -> datetime:
@@ -145,19 +179,16 @@ class RetentionSweeper:
 
     async def run(self) -> None:
         """Sweep every day at 00:00 UTC; of processes sharing a PostgreSQL database, one sweeps."""
-        lock = JobLock(self.engine, "retention-sweep")
-        try:
-            while True:
-                now = datetime.now(UTC)
-                await asyncio.sleep((self.next_sweep(now) - now).total_seconds())
-                try:
-                    if await lock.held():
-                        report = await self.sweep()
-                        log.info("retention sweep: %s", {p: r.as_dict() for p, r in report.items()})
-                except Exception:
-                    log.exception("retention sweep failed")
-        finally:
-            await lock.release()
+        while True:
+            now = datetime.now(UTC)
+            await asyncio.sleep((self.next_sweep(now) - now).total_seconds())
+            try:
+                report = await self.sweep()
+                log.info("retention sweep: %s", {p: r.as_dict() for p, r in report.items()})
+            except SweepRunning:
+                log.info("retention sweep: another process sweeps today")
+            except Exception:
+                log.exception("retention sweep failed")
 
 
 async def import_archive(writer: SpanWriter, chunks: Iterable[list[dict[str, Any]]]) -> int:

@@ -59,6 +59,9 @@ class Worker:
         self.quality = quality
         self.alerts = alerts
         self.spans_stored = 0
+        self.backoff_seconds = 0.0
+        """While storage is unavailable, how long to wait before taking more batches (doubling to
+        ``MAX_BACKOFF_SECONDS``, 0 once a batch is stored again): no churning through the queue meanwhile."""
 
     async def run(self) -> None:
         storing: asyncio.Task[None] | None = None
@@ -74,6 +77,8 @@ class Worker:
                 if storing is not None:
                     await storing
                     storing = None
+                if self.backoff_seconds:
+                    await asyncio.sleep(self.backoff_seconds)
                 if ready:
                     storing = asyncio.create_task(self._store(ready))
         finally:
@@ -142,15 +147,19 @@ class Worker:
 
     async def _done(self, delivery: Delivery, count: int) -> None:
         self.spans_stored += count
+        self.backoff_seconds = 0.0
         await delivery.ack()
 
     async def _fail(self, delivery: Delivery, exc: Exception) -> None:
         log.error("storing a batch of %d spans failed: %s", len(delivery.batch.spans), exc)
         if _retryable(exc):
+            self.backoff_seconds = min(max(self.backoff_seconds * 2, 0.5), MAX_BACKOFF_SECONDS)
             await delivery.nack(QueueUnavailable(f"storage unavailable: {exc.__class__.__name__}"), retryable=True)
         else:
             await delivery.nack(BatchRejected(f"spans could not be stored: {exc.__class__.__name__}"), retryable=False)
 
+
+MAX_BACKOFF_SECONDS = 20.0
 
 RETRYABLE_SQLSTATES = ("08", "53", "57P0", "40001", "40P01")
 """Connection failures, out of resources, the server shutting down or starting up, serialization

@@ -375,3 +375,22 @@ def test_pages_forbid_inline_scripts_and_foreign_form_posts(dashboard: Endpoints
         assert client.post("/logout", headers={"origin": "https://evil.example"}).status_code == 403
         foreign_login = client.post("/login", data={"key": "lum_x"}, headers={"sec-fetch-site": "cross-site"})
         assert foreign_login.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("usd", "shown"),
+    [
+        (None, "\u2013"),
+        (0, "$0"),
+        (1234.5, "$1,234"),
+        (12.345, "$12.35"),
+        (0.0123, "$0.0123"),
+        (0.000042, "$0.000042"),
+        (5.7e-06, "$0.0000057"),  # never 5.7e-06
+        (1e-15, "<$0.0000001"),
+    ],
+)
+def test_costs_are_written_for_people(usd: float | None, shown: str) -> None:
+    from lumina_web.format import cost
+
+    assert cost(usd) == shown

@@ -97,13 +97,14 @@ def test_dead_letters_are_listed_redriven_and_discarded(nats_server: Endpoints, 
         assert bad.status_code == 422
 
 
-def test_a_key_sees_its_own_projects_dead_letters_and_those_of_no_project() -> None:
+def test_a_key_sees_its_own_projects_dead_letters_and_the_operator_those_of_no_project() -> None:
     def letter(project: str | None) -> DeadLetter:
         return DeadLetter("1", "refused", datetime.now(UTC), 1, 10, project, 1)
 
     key_of_a = Access("a", frozenset({"admin"}), key_id=7)
-    assert visible(letter("a"), key_of_a) and visible(letter(None), key_of_a)
-    assert not visible(letter("b"), key_of_a)
+    assert visible(letter("a"), key_of_a)
+    assert not visible(letter("b"), key_of_a) and not visible(letter(None), key_of_a)
+    assert visible(letter(None), Access("default", frozenset({"admin"}), key_id=8))
     assert visible(letter("b"), Access("default", frozenset({"admin"})))  # open mode
 
 

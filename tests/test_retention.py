@@ -244,3 +244,35 @@ def test_ingest_goes_on_while_the_sweep_deletes(
     assert swept.startswith("default: deleted 1500 spans (500 traces)")
     [(fresh,)] = fetch_all(database_url, f"SELECT count(*) FROM spans WHERE start_time_unix_nano > {NOW_NS - DAY_NS}")
     assert fresh == sum(sent) > 0, "every export during the sweep was answered and stored"
+
+
+@pytest.mark.postgres
+def test_one_sweep_at_a_time_across_processes(tmp_path: Path) -> None:
+    """While one process sweeps a PostgreSQL database (it holds the sweep's advisory lock), a manual
+    sweep elsewhere is refused clearly instead of racing it; once the lock is free it runs."""
+    import asyncio
+
+    from lumina_core.storage.database import JobLock, create_engine, migrate
+
+    with postgres_database() as url:
+        config = write_config(tmp_path / "lumina.toml", url, tmp_path / "data")
+
+        async def hold_lock_and_sweep() -> tuple[Any, Any]:
+            engine = create_engine(url)
+            await migrate(engine)
+            lock = JobLock(engine, "retention-sweep")
+            try:
+                assert await lock.held()
+                args = ["retention", "run", "--config", str(config)]
+                env = {"LUMINA_CONFIG": None, "LUMINA_DATABASE_URL": None}
+                refused = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+                dry = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--dry-run"], env=env)
+            finally:
+                await lock.release()
+                await engine.dispose()
+            return refused, dry
+
+        refused, dry = asyncio.run(hold_lock_and_sweep())
+        assert refused.exit_code == 1 and "already running" in refused.output
+        assert dry.exit_code == 0, dry.output  # counting needs no lock
+        assert "nothing is older" in run_cli("retention", "run", "--config", str(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -24,7 +25,12 @@ def cost(value: float | None) -> str:
         return f"${value:,.0f}"
     if abs(value) >= 1:
         return f"${value:,.2f}"
-    return f"${value:.2g}" if abs(value) < 0.0001 else f"${value:.4f}".rstrip("0")
+    if abs(value) >= 0.0001:
+        return f"${value:.4f}".rstrip("0")
+    if abs(value) < 1e-7:
+        return "<$0.0000001" if value > 0 else "-<$0.0000001"
+    digits = 1 - math.floor(math.log10(abs(value)))  # two significant digits, never 5.7e-06
+    return f"${value:.{digits}f}".rstrip("0")
 
 
 def count(value: float | None) -> str:

@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lumina_core.api import Operation, bool_param, json_response
+from lumina_core.api import ApiError, Operation, bool_param, json_response
 from lumina_core.api import schemas as s
 from lumina_core.auth import Access
+from lumina_core.retention import SweepRunning
 from lumina_core.sampling import sampled_out_totals
 from lumina_core.storage.limits import daily_usage
+from lumina_core.storage.models import DAY_NS
 
 if TYPE_CHECKING:
     from lumina_core.app import Lumina
 
-DAY_NS = 86_400 * 10**9
 USAGE_DAY = s.obj({"day": s.STRING, "traces": s.INTEGER, "refused_traces": s.INTEGER, "refused_spans": s.INTEGER})
 DATA = s.obj(
     {
@@ -80,7 +81,10 @@ def operations(lumina: Lumina) -> list[Operation]:
         return json_response(await data_settings(lumina, access.project_id))
 
     async def sweep(request: Request, access: Access, args: dict[str, Any]) -> Response:
-        report = await lumina.retention.sweep(dry_run=args["dry_run"], project=access.project_id)
+        try:
+            report = await lumina.retention.sweep(dry_run=args["dry_run"], project=access.project_id)
+        except SweepRunning as exc:
+            raise ApiError(409, "sweep_running", str(exc)) from exc
         done = report.get(access.project_id)
         return json_response(done.as_dict() if done else {"spans": 0, "traces": 0, "archives": [], "error": None})
 
@@ -102,6 +106,7 @@ def operations(lumina: Lumina) -> list[Operation]:
             SWEEP,
             "admin",
             params=(dry_run,),
+            errors=(400, 401, 403, 409),
             tag="data",
         ),
     ]

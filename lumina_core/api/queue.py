@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from lumina_core.api import ApiError, Operation, int_param, json_response, read_body
 from lumina_core.api import schemas as s
-from lumina_core.auth import Access
+from lumina_core.auth import DEFAULT_PROJECT, Access
 from lumina_core.plugin_api import DeadLetter, DeadLetterStore, QueueUnavailable
 
 if TYPE_CHECKING:
@@ -50,7 +50,9 @@ class DeadLetterIds(BaseModel):
 
 
 def visible(letter: DeadLetter, access: Access) -> bool:
-    return access.key_id is None or letter.project_id in (None, access.project_id)
+    """A project's keys see its own dead letters; a letter of no known project (a message that was never a
+    Lumina batch) belongs to the operator, i.e. the default project. Without auth, everything is seen."""
+    return access.key_id is None or (letter.project_id or DEFAULT_PROJECT) == access.project_id
 
 
 def letter_out(letter: DeadLetter) -> dict[str, Any]:

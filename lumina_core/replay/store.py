@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.quality import output_text
 from lumina_core.storage.database import writing
-from lumina_core.storage.filters import SpanFilter, span_field_conditions
+from lumina_core.storage.filters import SpanFilter, span_field_conditions, span_keys
 from lumina_core.storage.models import (
     TOKEN_COLUMNS,
     replay_items_table,
@@ -87,7 +87,7 @@ async def create_set(
     """Freeze the selected LLM calls (a copy of each: retention will not change the set)."""
     where = [_s.project_id == project_id, _s.is_llm, _s.input_messages.is_not(None)]
     if selection.spans is not None:
-        where.append(sa.tuple_(_s.trace_id, _s.span_id).in_([tuple(pair) for pair in selection.spans]))
+        where.append(span_keys(_s, project_id, [(trace_id, span_id) for trace_id, span_id in selection.spans]))
     flt = SpanFilter(
         service=selection.service, span_name=selection.span_name, model=selection.model, provider=selection.provider
     )

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumina_core.storage import hours
 from lumina_core.storage.filters import SpanFilter, attribute_value, span_conditions
-from lumina_core.storage.models import TOKEN_COLUMNS, spans_table
+from lumina_core.storage.models import DAY_NS, HOUR_NS, MINUTE_NS, TOKEN_COLUMNS, spans_table
 from lumina_core.storage.queries import iso
 
 _s = spans_table.c
@@ -22,7 +22,7 @@ GROUPS = {"model": "model", "provider": "provider", "service": "service_name", "
 """``group_by`` values and the column each groups by."""
 ATTRIBUTE_GROUP = "attribute:"
 """``group_by=attribute:<key>`` groups by a span (or resource) attribute."""
-BUCKETS = {"minute": 60 * 10**9, "hour": 3600 * 10**9, "day": 86400 * 10**9}
+BUCKETS = {"minute": MINUTE_NS, "hour": HOUR_NS, "day": DAY_NS}
 PERCENTILES = {"latency_p50_ms": 0.5, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
 """Nearest-rank percentiles: the smallest latency with at least that share of calls at or below it."""
 

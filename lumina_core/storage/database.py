@@ -78,6 +78,13 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+async def take_write_lock(conn: AsyncConnection) -> None:
+    """On SQLite, take the database's write lock now (a write that changes nothing), waiting for other
+    processes' writers, so that what follows in the transaction runs without waiting."""
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("DELETE FROM stale_hours WHERE 0")
+
+
 class JobLock:
     """Makes one process, of all those sharing a PostgreSQL database, the one that runs a background job
     (alert evaluation, …): a session advisory lock held on a connection of its own, so it is released
@@ -92,24 +99,32 @@ class JobLock:
         self._conn: AsyncConnection | None = None
 
     async def held(self) -> bool:
-        """Whether this process runs the job now: it holds the lock, or has just taken it."""
+        """Whether this process runs the job now: it holds the lock, or has just taken it (again, after
+        its lock connection was lost)."""
         if self.engine.dialect.name != "postgresql":
             return True
-        try:
-            if self._conn is None:
-                conn = await self.engine.connect()
-                query = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:job, 0))")
-                if not (await conn.execute(query, {"job": f"lumina/{self.job}"})).scalar_one():
-                    await conn.close()
-                    return False
-                await conn.commit()
-                self._conn = conn
-            else:  # still connected, so still holding it
+        if self._conn is not None:
+            try:  # still connected, so still holding it
                 await self._conn.execute(sa.text("SELECT 1"))
                 await self._conn.commit()
+                return True
+            except Exception:
+                await self.release()  # the session and its lock are gone: try to take it anew
+        conn: AsyncConnection | None = None
+        try:
+            conn = await self.engine.connect()
+            query = sa.text("SELECT pg_try_advisory_lock(hashtextextended(:job, 0))")
+            if not (await conn.execute(query, {"job": f"lumina/{self.job}"})).scalar_one():
+                await conn.close()
+                return False
+            await conn.commit()
+            self._conn = conn
             return True
         except Exception:
-            await self.release()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                    await conn.close()
             return False
 
     async def release(self) -> None:

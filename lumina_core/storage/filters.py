@@ -6,6 +6,7 @@ duration, and for every other field when *any* of its spans matches (each field 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,17 @@ class SpanFilter:
     text: str | None = None
     """Case-insensitive substring of the span name, system prompt, or input or output messages."""
     llm: bool | None = None
+
+
+def span_keys(columns: Any, project_id: str, keys: Sequence[tuple[str, str]]) -> sa.ColumnElement[bool]:
+    """Rows (spans, or quality verdicts) of these ``(trace_id, span_id)`` pairs. The trace ids are named
+    on their own too: without them SQLite matches the pairs against every row of the project (seen: a
+    retention sweep slowing to 140 spans/s on a 4-million-span file); with them it seeks the primary key."""
+    return sa.and_(
+        columns.project_id == project_id,
+        columns.trace_id.in_(sorted({trace_id for trace_id, _ in keys})),
+        sa.tuple_(columns.trace_id, columns.span_id).in_([tuple(key) for key in keys]),
+    )
 
 
 def _json_text(column: sa.Column[Any], key: str, dialect: str) -> sa.ColumnElement[Any]:

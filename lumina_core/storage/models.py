@@ -133,6 +133,7 @@ sa.Index("ix_traces_project_duration", traces_table.c.project_id, traces_table.c
 
 HOUR_NS = 3600 * 10**9
 MINUTE_NS = 60 * 10**9
+DAY_NS = 24 * HOUR_NS
 
 
 class SpanSums(TokenCounts):

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumina_core.storage.database import dialect_insert, json_dumps, writing
+from lumina_core.storage.filters import span_keys
 from lumina_core.storage.hours import mark_stale
 from lumina_core.storage.models import (
     TOKEN_COLUMNS,
@@ -214,9 +215,7 @@ class SpanWriter:
             c = table.c
             for i in range(0, len(keys), ROLLUP_CHUNK):
                 chunk = list(keys[i : i + ROLLUP_CHUNK])
-                await conn.execute(
-                    sa.delete(table).where(c.project_id == project_id, sa.tuple_(c.trace_id, c.span_id).in_(chunk))
-                )
+                await conn.execute(sa.delete(table).where(span_keys(c, project_id, chunk)))
         await self.refresh_rollups(conn, project_id, trace_ids)
         s, t = spans_table.c, traces_table.c
         empty = ~sa.exists().where(s.project_id == t.project_id, s.trace_id == t.trace_id)

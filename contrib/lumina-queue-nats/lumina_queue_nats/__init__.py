@@ -66,7 +66,7 @@ class NatsQueueConfig(ComponentConfig):
     durable: str = Field("lumina-workers", description="the pull consumer every worker process shares")
     ack_wait_seconds: float = Field(60, gt=0, description="an unacked batch is delivered again after this")
     max_deliver: int = Field(
-        10, ge=1, description="deliveries before a batch goes to the dead letters (storage outages count)"
+        20, ge=1, description="deliveries before a batch goes to the dead letters (storage outages count)"
     )
     retry_delay_seconds: float = Field(2, gt=0, description="first redelivery delay after a retryable failure")
     retry_delay_max_seconds: float = Field(300, gt=0, description="the retry delay doubles up to this")
@@ -105,6 +105,9 @@ def chunks(batch: SpanBatch, max_bytes: int) -> list[bytes]:
 
 
 class NatsDelivery:
+    """One message's batch: ack once stored, nack to have it delivered again later (or dead-lettered once
+    it was delivered ``max_deliver`` times, or at once when the failure is not retryable)."""
+
     def __init__(self, batch: SpanBatch, msg: Msg, queue: NatsQueue) -> None:
         self.batch = batch
         self._msg = msg
@@ -348,6 +351,8 @@ class NatsQueue:
         headers = {REASON: reason[:1000], DELIVERIES: str(msg.metadata.num_delivered)}
         if batch is not None:
             headers |= {PROJECT: batch.project_id, SPANS: str(len(batch.spans))}
+        elif msg.headers and PROJECT in msg.headers:  # undecodable: the project it was published for
+            headers[PROJECT] = msg.headers[PROJECT]
         try:
             await self._connected().publish(
                 self.config.dead_letter_subject, msg.data, headers=headers, stream=self.config.dead_letter_stream
@@ -384,7 +389,9 @@ class NatsQueue:
         seq = info.state.first_seq
         while seq and seq <= info.state.last_seq and len(letters) < limit:
             try:
-                raw = await js.get_msg(self.config.dead_letter_stream, seq=seq, next=True)
+                raw = await js.get_msg(  # the first at or after seq: discarded letters leave gaps
+                    self.config.dead_letter_stream, seq=seq, subject=self.config.dead_letter_subject, next=True
+                )
             except NotFoundError:
                 break
             letters.append(_dead_letter(raw))

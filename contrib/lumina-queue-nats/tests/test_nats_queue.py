@@ -11,7 +11,7 @@ from typing import Any
 
 import lumina_queue_nats
 import pytest
-from lumina_queue_nats import NatsQueue, NatsQueueConfig
+from lumina_queue_nats import PROJECT, NatsQueue, NatsQueueConfig
 from lumina_queue_nats.testing import SHARED_NATS_URL, NatsServer, delete_streams, reachable, unique_names
 
 from lumina_core import BatchRejected, QueueFull, QueueUnavailable, SpanBatch
@@ -147,12 +147,34 @@ async def test_a_poison_message_goes_to_the_dead_letters_without_blocking_the_st
     queue = make_queue()
     await queue.start()
     assert queue._nc is not None
-    await queue._nc.jetstream().publish(queue.config.subject, b"\x00 not json")
+    await queue._nc.jetstream().publish(queue.config.subject, b"\x00 not json", headers={PROJECT: "p9"})
     await queue.put(batch(3))
     got = await take(queue, 3)
     assert [len(b.spans) for b in got] == [3]
     [letter] = await wait_for_letters(queue, 1)
-    assert letter.spans is None and letter.project_id is None and "not a span batch" in letter.reason
+    assert letter.spans is None and "not a span batch" in letter.reason
+    assert letter.project_id == "p9", "the project it was published for: only that project's admins see it"
+
+
+async def test_dead_letters_are_listed_past_the_gaps_discarding_leaves(make_queue: Any) -> None:
+    queue = make_queue()
+    await queue.start()
+    for project in ("p1", "p2", "p3"):
+        await queue.put(batch(1, project=project))
+
+    async def refuse_all() -> None:
+        refused = 0
+        async for group in queue.consume(100):
+            for delivery in group:
+                await delivery.nack(BatchRejected("refused"), retryable=False)
+                refused += 1
+            if refused == 3:
+                return
+
+    await asyncio.wait_for(refuse_all(), 10)
+    first, middle, last = await wait_for_letters(queue, 3)
+    assert await queue.discard([middle.id]) == 1
+    assert [letter.id for letter in await queue.dead_letters()] == [first.id, last.id]
 
 
 async def test_a_batch_that_keeps_killing_its_worker_is_dead_lettered(make_queue: Any) -> None:
