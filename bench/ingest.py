@@ -5,12 +5,14 @@ is queryable in the database) and the server's peak RSS.
 
     .venv/bin/python bench/ingest.py --spans 200000 --concurrency 8
     .venv/bin/python bench/ingest.py --database postgresql+asyncpg://postgres@127.0.0.1:5432/bench
+    .venv/bin/python bench/ingest.py --detectors exact_match   # the quality check's cost on ingest
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -28,15 +30,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--transport", choices=["http", "grpc", "both"], default="both")
     parser.add_argument("--database", help="database URL (default: SQLite in a temporary folder)")
+    parser.add_argument(
+        "--distinct-prompts", type=int, default=0, help="LLM calls share this many prompts (0: all new)"
+    )
+    parser.add_argument("--detectors", nargs="*", default=[], help="[quality] detectors, e.g. exact_match")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="lumina-bench-"))
     database_url = args.database or f"sqlite+aiosqlite:///{workdir / 'lumina.db'}"
     print(f"building {args.spans} spans in requests of {args.spans_per_request} …", flush=True)
-    bodies = list(requests(args.spans, args.spans_per_request))
+    bodies = list(requests(args.spans, args.spans_per_request, distinct_prompts=args.distinct_prompts))
     payload_mb = sum(map(len, bodies)) / 1e6
 
-    with lumina_server(workdir, database_url) as server:
+    quality = f"[quality]\ndetectors = {json.dumps(args.detectors)}\n"
+    with lumina_server(workdir, database_url, more_config=quality) as server:
         pid = server.process.pid
         rss_idle = peak_rss_mb(pid)
         cpu_before = cpu_seconds(pid)
@@ -52,10 +59,11 @@ def main() -> None:
         stored = asyncio.run(count_spans(database_url))
         rss = peak_rss_mb(pid)
 
-    print(f"database      {database_url.split('://')[0]}")
+    print(f"database      {database_url.split('://')[0]}; quality detectors: {args.detectors or 'none'}")
     print(
         f"workload      {args.spans} spans in {len(bodies)} requests ({payload_mb:.1f} MB protobuf), "
-        f"transport={args.transport}, concurrency={args.concurrency}"
+        f"transport={args.transport}, concurrency={args.concurrency}, "
+        f"prompts={args.distinct_prompts or 'each new'}"
     )
     print(f"accepted      {args.spans / accepted_s:,.0f} spans/s ({accepted_s:.2f} s)")
     print(f"end-to-end    {args.spans / queryable_s:,.0f} spans/s ({queryable_s:.2f} s, {stored} stored)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
@@ -48,10 +48,11 @@ def _text(rng: random.Random, n_bytes: int) -> str:
     return " ".join(words)
 
 
-def _llm_attributes(rng: random.Random, convention: int) -> list[KeyValue]:
+def _llm_attributes(rng: random.Random, convention: int, prompts: Sequence[str] = ()) -> list[KeyValue]:
     provider, request_model, response_model = rng.choice(MODELS)
     user = f"user-{rng.randrange(1000)}"
-    prompt, completion = _text(rng, rng.randint(200, 500)), _text(rng, rng.randint(100, 400))
+    prompt = rng.choice(prompts) if prompts else _text(rng, rng.randint(200, 500))
+    completion = _text(rng, rng.randint(100, 400))
     inp, cached, out = rng.randint(200, 4000), rng.randint(0, 150), rng.randint(20, 800)
     if convention == 0:  # OTel GenAI, current names
         attrs = {
@@ -101,8 +102,9 @@ def _llm_attributes(rng: random.Random, convention: int) -> list[KeyValue]:
     return [kv(k, v) for k, v in {**attrs, "user.id": user}.items()]
 
 
-def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
-    """40% single LLM-span traces, 60% agent traces of 3-8 spans with 1-3 LLM calls."""
+def trace_spans(rng: random.Random, start_ns: int, prompts: Sequence[str] = ()) -> list[Span]:
+    """40% single LLM-span traces, 60% agent traces of 3-8 spans with 1-3 LLM calls; prompts drawn from
+    ``prompts`` when given (else each one new)."""
     trace_id = rng.randbytes(16)
     if rng.random() < 0.4:
         shape = [("llm", 0)]
@@ -117,7 +119,7 @@ def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
         begin = start_ns + i * 1_000_000
         duration = rng.randint(50, 3000) * 1_000_000
         error = rng.random() < 0.02
-        attributes = _llm_attributes(rng, rng.randrange(3)) if kind == "llm" else [kv("tool.name", "search")]
+        attributes = _llm_attributes(rng, rng.randrange(3), prompts) if kind == "llm" else [kv("tool.name", "search")]
         spans.append(
             Span(
                 trace_id=trace_id,
@@ -135,19 +137,28 @@ def trace_spans(rng: random.Random, start_ns: int) -> list[Span]:
 
 
 def requests(
-    total_spans: int, spans_per_request: int, seed: int = 7, start_ns: int = 0, span_gap_ns: int = 1_000_000
+    total_spans: int,
+    spans_per_request: int,
+    seed: int = 7,
+    start_ns: int = 0,
+    span_gap_ns: int = 1_000_000,
+    distinct_prompts: int = 0,
 ) -> Iterator[bytes]:
     """Serialized ExportTraceServiceRequests, one service per request, until ``total_spans`` are made;
-    span ``n`` starts ``n * span_gap_ns`` after ``start_ns`` (default: an hour ago)."""
+    span ``n`` starts ``n * span_gap_ns`` after ``start_ns`` (default: an hour ago). With
+    ``distinct_prompts``, LLM calls ask one of that many prompts (as templated applications do), else
+    each a new one."""
     import time
 
     rng = random.Random(seed)
+    pool = random.Random(seed + 1)
+    prompts = [_text(pool, pool.randint(200, 500)) for _ in range(distinct_prompts)]
     start_ns = start_ns or time.time_ns() - 3_600_000_000_000
     made = 0
     while made < total_spans:
         spans: list[Span] = []
         while len(spans) < spans_per_request and made + len(spans) < total_spans:
-            spans.extend(trace_spans(rng, start_ns + (made + len(spans)) * span_gap_ns))
+            spans.extend(trace_spans(rng, start_ns + (made + len(spans)) * span_gap_ns, prompts))
         spans = spans[: total_spans - made]
         made += len(spans)
         resource = {"attributes": [kv("service.name", rng.choice(SERVICES)), kv("deployment.environment", "prod")]}

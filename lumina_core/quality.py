@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from lumina_core.config import QualitySettings
 from lumina_core.plugin_api import Detector
 from lumina_core.storage import queries
+from lumina_core.storage.bulk import BulkStatement
 from lumina_core.storage.database import writing
 from lumina_core.storage.filters import span_keys
 from lumina_core.storage.models import projects_table, quality_baselines_table, quality_results_table, spans_table
@@ -154,13 +155,10 @@ class QualityMonitor:
         self._pending: asyncio.Queue[tuple[list[Judged], Scores]] = asyncio.Queue(MAX_PENDING_BATCHES)
         self._cache: OrderedDict[tuple[str, str], list[Baseline]] = OrderedDict()
         self._versions: dict[str, int] = {}
-        compiled = upsert(quality_results_table, engine.dialect.name).compile(dialect=engine.dialect)
-        self._upsert_results = (str(compiled), tuple(compiled.positiontup or ()))
+        self._upsert_results = BulkStatement(upsert(quality_results_table, engine.dialect.name), engine.dialect)
         columns = [c for c in quality_baselines_table.columns if c.name != "id"]
-        compiled = sa.insert(quality_baselines_table).values({c: sa.bindparam(c.name) for c in columns})
-        compiled = compiled.compile(dialect=engine.dialect)
-        self._insert_baseline_sql = (str(compiled), tuple(compiled.positiontup or ()))
-        """Verdicts go to the driver's executemany as tuples (SQLAlchemy's per-row processing costs more)."""
+        insert = sa.insert(quality_baselines_table).values({c: sa.bindparam(c.name) for c in columns})
+        self._insert_baselines_bulk = BulkStatement(insert, engine.dialect)
         self._stored: asyncio.Queue[list[Call]] = asyncio.Queue()
         self._waiting = 0
         self._deferred_waiting = 0
@@ -249,15 +247,15 @@ class QualityMonitor:
         ]
 
     async def _insert_baselines(self, calls: list[Call]) -> dict[tuple[str, str, str], int]:
-        """Store new baselines in bulk (the driver's executemany), then read back the ids they got:
+        """Store new baselines in bulk, then read back the ids they got:
         ``INSERT … RETURNING`` goes row by row through aiosqlite, 300 us a row."""
         now = time.time_ns()
-        sql, columns = self._insert_baseline_sql
+        bulk = self._insert_baselines_bulk
         rows = [_baseline_row(c, pinned=False, now=now) for c in calls]
         b = quality_baselines_table.c
         ids: dict[tuple[str, str, str], int] = {}
         async with writing(self.engine) as conn:
-            await conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+            await bulk.execute(conn, [tuple(row[c] for c in bulk.columns) for row in rows])
             for project_id in {c.project_id for c in calls}:
                 prints = sorted({c.fingerprint for c in calls if c.project_id == project_id})
                 for i in range(0, len(prints), CHUNK):
@@ -354,9 +352,9 @@ class QualityMonitor:
         for row in results:
             row["degraded"] = (row["trace_id"], row["span_id"]) in degraded.get(row["project_id"], ())
         if results:
-            sql, columns = self._upsert_results
+            bulk = self._upsert_results
             async with writing(self.engine) as conn:
-                await conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in results])
+                await bulk.execute(conn, [tuple(row[c] for c in bulk.columns) for row in results])
                 for project_id, spans in sorted(degraded.items()):
                     await self._mark_degraded(conn, project_id, spans)
             self.checked += len(results)

@@ -65,17 +65,22 @@ _WRITE_LOCKS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.Wea
 
 
 @contextlib.asynccontextmanager
-async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def writing(engine: AsyncEngine, *, wait_seconds: float | None = None) -> AsyncIterator[AsyncConnection]:
     """A write transaction. On SQLite, one at a time per process: SQLite has a single writer, and a
     transaction that finds the lock taken polls for it with sleeps (its busy handler), which halved ingest
-    when quality checks wrote beside the worker. Waiting on an asyncio lock instead costs nothing."""
+    when quality checks wrote beside the worker. Waiting on an asyncio lock instead costs nothing.
+    ``wait_seconds`` bounds that wait (``TimeoutError`` after it), for callers that must answer soon."""
     if engine.dialect.name != "sqlite":
         async with engine.begin() as conn:
             yield conn
         return
     lock = _WRITE_LOCKS.setdefault(engine, asyncio.Lock())
-    async with lock, engine.begin() as conn:
-        yield conn
+    await asyncio.wait_for(lock.acquire(), wait_seconds)
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        lock.release()
 
 
 async def take_write_lock(conn: AsyncConnection) -> None:

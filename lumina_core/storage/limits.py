@@ -14,12 +14,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumina_core.plugin_api import QueueUnavailable
 from lumina_core.storage.database import dialect_insert, writing
 from lumina_core.storage.models import daily_traces_table, daily_usage_table
 
 log = logging.getLogger(__name__)
 
 CHUNK = 500
+WAIT_SECONDS = 2.0
+"""How long an admission waits for SQLite's write lock (held by the worker, a sweep …) before intake
+answers 503 / ``UNAVAILABLE``: a stuck database must not hold exporters' requests open."""
 _u, _t = daily_usage_table.c, daily_traces_table.c
 
 
@@ -45,13 +49,16 @@ class DailyLimiter:
 
     async def admit(self, project_id: str, spans_by_trace: Mapping[str, int]) -> Admission:
         """The traces to take; the others are over the limit. If the database cannot be reached the
-        traces are let in (logged): a limit is for cost, not worth refusing data during an outage."""
+        traces are let in (logged): a limit is for cost, not worth refusing data during an outage. If it
+        is busy for longer than ``WAIT_SECONDS``, raises ``QueueUnavailable``: the exporter retries."""
         limit = self.limit_of(project_id)
         if not limit:
             return Admission(set(spans_by_trace), 0, 0)
         day = self.today()
         try:
             return await self._admit(project_id, day, spans_by_trace, limit)
+        except TimeoutError as exc:
+            raise QueueUnavailable("the database is busy; the daily trace limit could not be checked") from exc
         except (SQLAlchemyError, OSError) as exc:
             log.warning(
                 "daily limit of project %s not checked (%s); admitting %d traces", project_id, exc, len(spans_by_trace)
@@ -60,7 +67,7 @@ class DailyLimiter:
 
     async def _admit(self, project_id: str, day: str, spans_by_trace: Mapping[str, int], limit: int) -> Admission:
         ids = sorted(spans_by_trace)
-        async with writing(self.engine) as conn:
+        async with writing(self.engine, wait_seconds=WAIT_SECONDS) as conn:
             dialect = conn.dialect.name
             if day != self._cleaned_day:  # the first admission of a day forgets the traces of earlier days
                 await conn.execute(sa.delete(daily_traces_table).where(_t.day < day))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lumina_core.storage.bulk import BulkStatement, Statements
 from lumina_core.storage.database import dialect_insert, json_dumps, writing
 from lumina_core.storage.filters import span_keys
 from lumina_core.storage.hours import mark_stale
@@ -84,7 +84,7 @@ class PreparedRows:
     """Span rows ready for the driver: (statement, parameter rows) pairs, and what they touch."""
 
     count: int
-    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    statements: Statements = field(default_factory=list)
     touched: dict[str, set[str]] = field(default_factory=dict)
     response_ids: dict[str, set[str]] = field(default_factory=dict)
     sampled_out: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
@@ -95,8 +95,8 @@ class PreparedRows:
 class SpanWriter:
     """Writes span rows and their trace rollups in one transaction per call.
 
-    Span rows go to the driver's ``executemany`` as tuples through one pre-compiled upsert, with JSON
-    columns serialised here: SQLAlchemy's per-row parameter processing cost more than the insert.
+    Span rows go to the driver as tuples through one pre-compiled upsert (:class:`BulkStatement`), with
+    JSON columns serialised here.
     """
 
     def __init__(self, engine: AsyncEngine, *, track_undecided: bool = False) -> None:
@@ -104,18 +104,12 @@ class SpanWriter:
         self.track_undecided = track_undecided
         """List every written trace in ``undecided_traces`` (when tail samplers run)."""
         dialect = engine.dialect.name
-        compiled = upsert(spans_table, dialect).compile(dialect=engine.dialect)
-        self._upsert_spans_sql = str(compiled)
-        self._span_columns = tuple(compiled.positiontup or ())
+        self._spans = BulkStatement(upsert(spans_table, dialect), engine.dialect)
+        self._span_columns = self._spans.columns
         json_columns = {c.name for c in spans_table.columns if isinstance(c.type, sa.JSON)}
         self._json_positions = tuple(i for i, name in enumerate(self._span_columns) if name in json_columns)
         self._resource_position = self._span_columns.index("resource_attributes")
         self._rollup_traces = _trace_rollup(dialect)
-        # SQLite's driver needs the GIL back after every statement it steps, and waits for it behind the
-        # extraction thread (bench: 40 us/span alone, 2.5 ms/span beside a busy thread); 128 rows per
-        # statement make that wait 128 times rarer.
-        self._rows_per_statement = 128 if dialect == "sqlite" else 1
-        self._multi_row_cache: dict[int, str] = {}
         self._strip_nul = dialect == "postgresql"  # PostgreSQL text cannot hold NUL characters
 
     def prepare(
@@ -127,21 +121,7 @@ class SpanWriter:
             prepared.touched.setdefault(row["project_id"], set()).add(row["trace_id"])
             if row["response_id"]:
                 prepared.response_ids.setdefault(row["project_id"], set()).add(row["response_id"])
-        tuples = self._span_tuples(rows)
-        k = self._rows_per_statement
-        if not tuples:  # every span sampled out
-            return prepared
-        if k == 1:
-            prepared.statements.append((self._upsert_spans_sql, tuples))
-            return prepared
-        full = len(tuples) // k * k
-        if full:
-            multi = [tuple(chain.from_iterable(tuples[i : i + k])) for i in range(0, full, k)]
-            prepared.statements.append((self._multi_row_sql(k), multi))
-        if full < len(tuples):
-            prepared.statements.append(
-                (self._multi_row_sql(len(tuples) - full), [tuple(chain.from_iterable(tuples[full:]))])
-            )
+        prepared.statements = self._spans.statements(self._span_tuples(rows))
         return prepared
 
     def _span_tuples(self, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -228,14 +208,6 @@ class SpanWriter:
             )
             gone += result.rowcount or 0
         return gone
-
-    def _multi_row_sql(self, rows: int) -> str:
-        sql = self._multi_row_cache.get(rows)
-        if sql is None:
-            head, _, rest = self._upsert_spans_sql.partition(" VALUES ")
-            one, _, tail = rest.partition(") ")
-            sql = self._multi_row_cache[rows] = f"{head} VALUES {', '.join([one + ')'] * rows)} {tail}"
-        return sql
 
     async def lock_traces(self, conn: AsyncConnection, project_id: str, trace_ids: Iterable[str]) -> None:
         """On PostgreSQL, hold a transaction lock per trace before its rollup is recomputed.
