@@ -46,6 +46,9 @@ def test_builtins_are_registered_explicitly_and_described() -> None:
         "detector": ["exact_match"],
         "alert_rule": ["budget", "call_cost", "cost_spike", "error_rate", "latency_p95", "quality_drop"],
         "alert_sink": ["log", "webhook"],
+        "archiver": ["jsonl"],
+        "sampler": ["conditional", "head"],
+        "replay_executor": ["openai"],
     }
     described = {info.name: info for info in host.describe()}
     memory = described["lumina_plugins.memory_queue"]

@@ -372,3 +372,9 @@ def assert_same(got: object, want: object) -> None:
             assert_same(a, b)
     else:
         assert got == want
+
+
+def test_analytics_of_nothing_count_zero_requests(sqlite_server: Endpoints) -> None:
+    """Totals over no spans (sums are NULL in SQL) still say 0 requests and 0 errors."""
+    [totals] = get(sqlite_server, "/api/v1/analytics", status="ok")["data"]
+    assert totals["requests"] == 0 and totals["errors"] == 0 and totals["latency_p50_ms"] is None

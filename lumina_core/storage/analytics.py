@@ -68,6 +68,7 @@ async def aggregate(
         item.update({k: v for k, v in row.items() if k not in ("grp", "slot", *_SEEN)})
         if summable and latency:
             item.update(percentiles.get((row["grp"], row["slot"]), dict.fromkeys(PERCENTILES)))
+        item["requests"] = int(item["requests"] or 0)  # SUM over no rows is NULL
         item["errors"] = int(item["errors"] or 0)
         item["error_rate"] = item["errors"] / item["requests"] if item["requests"] else None
         out.append(item)
