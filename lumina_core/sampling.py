@@ -171,7 +171,8 @@ class TailSampling:
                 spans[project_id] = [dict(row) for row in (await conn.execute(query)).mappings()]
         for project_id, rows in spans.items():
             judged = {t: changed for p, t, changed in due if p == project_id}
-            verdicts = {t: dropped_by(self.samplers, t, trace) for t, trace in by_trace(rows).items()}
+            traces = by_trace(rows)
+            verdicts = {t: dropped_by(self.samplers, t, trace) for t, trace in traces.items()}
             async with writing(self.engine) as conn:
                 await self.writer.lock_traces(conn, project_id, sorted(judged))
                 decided = set()
@@ -183,15 +184,15 @@ class TailSampling:
                     )
                     if gone.rowcount:
                         decided.add(trace_id)
-                dropped = [r for r in rows if r["trace_id"] in decided and verdicts[r["trace_id"]] is not None]
+                dropped = {t: (sampler, traces[t]) for t in decided if (sampler := verdicts.get(t)) is not None}
                 if dropped:
-                    await self.writer.delete(conn, project_id, [(r["trace_id"], r["span_id"]) for r in dropped])
+                    keys = [(r["trace_id"], r["span_id"]) for _, trace in dropped.values() for r in trace]
+                    await self.writer.delete(conn, project_id, keys)
                     await add_sampled_out(
                         conn,
                         [
                             (f"{project_id}/{batch_key(trace)}", dropped_sums(project_id, trace, sampler))
-                            for trace_id, trace in by_trace(dropped).items()
-                            if (sampler := verdicts[trace_id]) is not None
+                            for sampler, trace in dropped.values()
                         ],
                     )
         return len(due)

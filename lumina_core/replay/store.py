@@ -87,7 +87,7 @@ async def create_set(
     """Freeze the selected LLM calls (a copy of each: retention will not change the set)."""
     where = [_s.project_id == project_id, _s.is_llm, _s.input_messages.is_not(None)]
     if selection.spans is not None:
-        where.append(span_keys(_s, project_id, [(trace_id, span_id) for trace_id, span_id in selection.spans]))
+        where.append(span_keys(_s, project_id, selection.spans))
     flt = SpanFilter(
         service=selection.service, span_name=selection.span_name, model=selection.model, provider=selection.provider
     )
